@@ -1,0 +1,25 @@
+"""Errors a user reads. Each message says what is wrong and where, in one line."""
+
+
+class StreamdError(Exception):
+    """Base class of every error streamd reports to a user (CLI exits non-zero with its message)."""
+
+
+class ConfigError(StreamdError):
+    """The configuration is missing, malformed or inconsistent."""
+
+
+class ModelError(StreamdError):
+    """A face model is missing, unloadable, or not of the shape streamd expects."""
+
+
+class EngineUnavailable(ModelError):
+    """An optional engine's package is not installed; the message names the extra to install."""
+
+
+class ImageError(StreamdError):
+    """An input image is unreadable, empty, not an image, or over the pixel cap."""
+
+
+class FeatureLibraryError(StreamdError):
+    """A feature library on disk is missing, corrupt, inconsistent or made by another model."""

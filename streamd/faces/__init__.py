@@ -1,0 +1,1 @@
+"""Face engines: detectors, embedders, alignment and the quality gate."""

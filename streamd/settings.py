@@ -1,0 +1,290 @@
+"""streamd's settings: one YAML file plus ``STREAMD_`` environment overrides.
+
+Nested keys are joined with ``__`` in the environment, e.g.
+``STREAMD_ENGINE__DETECTOR__TYPE=onnx`` or ``STREAMD_INDEX__REC_THRESHOLD=0.5``.
+Environment values win over the file. Every model forbids unknown keys so a typo fails
+naming its path instead of being ignored.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
+
+from streamd.errors import ConfigError
+
+
+class StrictModel(BaseModel):
+    """Base for every settings section: unknown keys are errors, values are validated on assignment."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+# --------------------------------------------------------------------------- detectors
+
+
+class DlibDetectorSettings(StrictModel):
+    """dlib's detectors with its 5-point shape predictor (extra ``dlib``)."""
+
+    type: Literal["dlib"] = "dlib"
+    model: Literal["hog", "cnn"] = Field(
+        "hog",
+        description="hog is fast on CPU and misses small or turned faces; cnn (mmod) finds more "
+        "faces but costs about 10x more time on CPU.",
+    )
+    upsample: int = Field(
+        0,
+        ge=0,
+        le=3,
+        description="Times the image is upsampled before detection. Each step finds faces half "
+        "as large but costs about 4x the time.",
+    )
+    det_threshold: float = Field(
+        0.0,
+        description="Minimum detector score. HOG scores are SVM margins (0 = dlib's default); "
+        "raising it removes false faces but misses faint ones.",
+    )
+    max_side: int = Field(
+        0,
+        ge=0,
+        description="Downscale images whose longer side exceeds this before detection (0 = never). "
+        "Lower is faster, but faces under ~40 px at the scaled size are lost.",
+    )
+
+
+class OnnxDetectorSettings(StrictModel):
+    """YuNet (through ``cv2.FaceDetectorYN``) or SCRFD (through onnxruntime) with 5 landmarks."""
+
+    type: Literal["onnx"] = "onnx"
+    model: Literal["yunet", "scrfd"] = Field(
+        "yunet", description="yunet is the fastest; scrfd (500m/2.5g) is more accurate on small faces."
+    )
+    model_path: Path = Field(
+        Path("/var/lib/streamd/models/face_detection_yunet_2023mar.onnx"),
+        description="The .onnx file of the detector.",
+    )
+    det_threshold: float = Field(
+        0.6, ge=0.0, le=1.0, description="Minimum face score. Higher means fewer false faces but more misses."
+    )
+    nms_threshold: float = Field(0.3, ge=0.0, le=1.0, description="IoU above which overlapping boxes merge.")
+    input_size: int = Field(
+        640,
+        ge=64,
+        description="Longer side the frame is scaled to for detection (SCRFD pads to a multiple of 32). "
+        "Smaller is faster but loses small faces.",
+    )
+    threads: int = Field(1, ge=0, description="Intra-op threads (0 = library default).")
+
+
+DetectorSettings = Annotated[
+    Union[DlibDetectorSettings, OnnxDetectorSettings], Field(discriminator="type")
+]
+
+
+# --------------------------------------------------------------------------- embedders
+
+
+class DlibEmbedderSettings(StrictModel):
+    """dlib's 128-d ResNet (``face_recognition_models``), aligned with 5 landmarks."""
+
+    type: Literal["dlib"] = "dlib"
+    num_jitters: int = Field(
+        1, ge=1, le=100, description="Re-sample each face this many times; N jitters cost N times more, gain ~0.1 %."
+    )
+
+
+class OnnxEmbedderSettings(StrictModel):
+    """Any ArcFace-style 112x112 recogniser ([N,3,112,112] -> [N,D]) through onnxruntime."""
+
+    type: Literal["onnx"] = "onnx"
+    model_path: Path = Field(
+        Path("/var/lib/streamd/models/MobileFaceNet.onnx"), description="The .onnx file of the recogniser."
+    )
+    mean: float = Field(127.5, description="Subtracted from each pixel (0-255) before the model.")
+    std: float = Field(128.0, gt=0, description="Pixels are divided by this after the mean is subtracted.")
+    color: Literal["RGB", "BGR"] = Field("RGB", description="Channel order the model was trained on.")
+    default_threshold: float = Field(
+        0.45,
+        ge=-1.0,
+        le=1.0,
+        description="Cosine similarity this model is calibrated for; used when index.rec_threshold is unset.",
+    )
+    threads: int = Field(1, ge=0, description="Intra-op threads (0 = library default).")
+
+
+EmbedderSettings = Annotated[
+    Union[DlibEmbedderSettings, OnnxEmbedderSettings], Field(discriminator="type")
+]
+
+
+# --------------------------------------------------------------------------- quality gate
+
+
+class QualitySettings(StrictModel):
+    """Faces failing any of these are not embedded; each rejection is counted by reason."""
+
+    min_face_px: int = Field(
+        40, ge=0, description="Minimum of box width and height in pixels. Smaller faces give unreliable features."
+    )
+    min_blur_var: float = Field(
+        20.0,
+        ge=0.0,
+        description="Minimum variance of the Laplacian on the face crop (higher = sharper). "
+        "Raising it drops motion-blurred faces but also dim ones.",
+    )
+    max_yaw_deg: float = Field(
+        60.0, ge=0.0, le=90.0, description="Largest head turn, estimated from the landmarks, still embedded."
+    )
+    min_det_score: float = Field(0.0, description="Minimum detector score for embedding (on top of det_threshold).")
+
+
+# --------------------------------------------------------------------------- engine
+
+
+class EngineSettings(StrictModel):
+    """Which detector and embedder run, and how faces are gated before embedding."""
+
+    detector: DetectorSettings = Field(default_factory=DlibDetectorSettings)
+    embedder: EmbedderSettings = Field(default_factory=DlibEmbedderSettings)
+    quality: QualitySettings = Field(default_factory=QualitySettings)
+    device: str = Field("cpu", description="Device for engines that support one (cpu, gpu:0, ...).")
+    max_image_pixels: int = Field(
+        50_000_000, ge=1, description="Images with more pixels than this are refused (decompression bombs)."
+    )
+
+
+# --------------------------------------------------------------------------- index
+
+
+class IndexSettings(StrictModel):
+    """The feature library searched for each face (PaddleX layout: vector.index + id_map.yaml)."""
+
+    dir: Path = Field(Path("/var/lib/streamd/index"), description="Directory holding vector.index and id_map.yaml.")
+    rec_threshold: float | None = Field(
+        None,
+        description="Minimum similarity for a name (cosine for IP indexes). Unset = the embedder's "
+        "calibrated default. Higher means fewer wrong names but more unknowns.",
+    )
+    rec_topk: int = Field(5, ge=1, le=100, description="Gallery hits returned per face.")
+    margin: float = Field(
+        0.05,
+        ge=0.0,
+        description="The best label must beat the best *different* label by this much, else unknown. "
+        "Raising it avoids confusing look-alikes but leaves more faces unnamed.",
+    )
+
+
+class GallerySettings(StrictModel):
+    """How gallery images become index vectors."""
+
+    multiple_faces: Literal["largest", "skip"] = Field(
+        "largest", description="A gallery image with several faces: enrol its largest face, or skip the image."
+    )
+
+
+# --------------------------------------------------------------------------- root
+
+
+class Settings(BaseSettings):
+    """The whole daemon configuration."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="STREAMD_",
+        env_nested_delimiter="__",
+        extra="forbid",
+        validate_assignment=True,
+    )
+
+    engine: EngineSettings = Field(default_factory=EngineSettings)
+    index: IndexSettings = Field(default_factory=IndexSettings)
+    gallery: GallerySettings = Field(default_factory=GallerySettings)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Environment first so that STREAMD_* overrides what the YAML file (passed as init
+        # values by load_settings) says.
+        return (env_settings, init_settings, file_secret_settings)
+
+
+def _format_errors(err: ValidationError, source: str) -> str:
+    lines = []
+    for e in err.errors():
+        path = ".".join(str(p) for p in e["loc"]) or "(top level)"
+        msg = e["msg"]
+        if e["type"] == "extra_forbidden":
+            msg = "unknown key"
+        lines.append(f"{source}: {path}: {msg}")
+    return "\n".join(lines)
+
+
+def read_yaml(path: Path) -> dict[str, Any]:
+    """Read a YAML mapping, with errors that name the file and line."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read config file: {exc.strerror}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError(f"{path}: invalid YAML{where}: {problem}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of keys, got {type(data).__name__}")
+    return data
+
+
+def load_settings(path: Path | str | None = None, overrides: dict[str, Any] | None = None) -> Settings:
+    """Settings from an optional YAML file, ``STREAMD_*`` environment and explicit overrides.
+
+    Raises ConfigError whose message has one line per problem, each naming the key path.
+    """
+    data: dict[str, Any] = read_yaml(Path(path)) if path else {}
+    if overrides:
+        data = _deep_merge(data, overrides)
+    source = str(path) if path else "config"
+    try:
+        return Settings(**data)
+    except ValidationError as err:
+        raise ConfigError(_format_errors(err, source)) from None
+
+
+def _deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def dump_settings(settings: Settings) -> str:
+    """The resolved settings as YAML (secrets masked by pydantic's SecretStr)."""
+    return yaml.safe_dump(settings.model_dump(mode="json"), sort_keys=False)
+
+
+def env_flag(name: str) -> bool:
+    """True when an environment flag is set to a true-ish value (read at call time, never at import)."""
+    return os.environ.get(name, "").strip().lower() in {"1", "true", "yes", "on"}
