@@ -105,3 +105,64 @@ class Frame:
             shape = getattr(img, "shape", None)
             dtype = getattr(img, "dtype", type(img).__name__)
             raise ValueError(f"Frame.image must be uint8 (H, W, 3) BGR, got {dtype} {shape}")
+
+
+#: The kinds of track event, in the order a track can emit them.
+EVENT_TYPES = ("new", "identified", "update", "end")
+
+
+@dataclass(frozen=True)
+class IdentityEvent:
+    """One track event, as published to MQTT and kept in /api/events/recent.
+
+    ``type`` is ``new`` (face seen), ``identified`` (name decided), ``update`` (decision changed)
+    or ``end`` (track gone). ``label`` is None while unknown. ``frame_ts`` is the wall-clock time
+    of the frame that caused the event, ``decided_at`` when the decision was made; ``snapshot``
+    is a path (relative to the snapshot directory) of the best face crop, or None.
+    ``seq`` is a per-camera counter assigned by the publisher; ``latency_ms`` is decided_at - frame_ts.
+    """
+
+    event_id: str
+    type: str
+    camera: str
+    track_id: int
+    label: str | None
+    score: float
+    margin: float
+    box: tuple[float, float, float, float]
+    frame_ts: float
+    decided_at: float
+    evidence: int = 0
+    duration_s: float | None = None
+    zones: tuple[str, ...] = ()
+    snapshot: str | None = None
+    seq: int = 0
+
+    def __post_init__(self) -> None:
+        if self.type not in EVENT_TYPES:
+            raise ValueError(f"IdentityEvent.type must be one of {EVENT_TYPES}, got {self.type!r}")
+
+    @property
+    def latency_ms(self) -> float:
+        return max(0.0, (self.decided_at - self.frame_ts) * 1000.0)
+
+    def to_dict(self) -> dict:
+        """The JSON payload (see schemas/event.json)."""
+        return {
+            "event_id": self.event_id,
+            "type": self.type,
+            "camera": self.camera,
+            "track_id": self.track_id,
+            "label": self.label,
+            "score": round(self.score, 4),
+            "margin": round(self.margin, 4),
+            "box": [round(v, 1) for v in self.box],
+            "frame_ts": self.frame_ts,
+            "decided_at": self.decided_at,
+            "evidence": self.evidence,
+            "duration_s": self.duration_s,
+            "zones": list(self.zones),
+            "snapshot": self.snapshot,
+            "seq": self.seq,
+            "latency_ms": round(self.latency_ms, 1),
+        }

@@ -1,0 +1,1 @@
+"""Accuracy evaluation: verification pairs and open-set identification."""
