@@ -21,6 +21,7 @@ from pydantic_settings import (
 )
 
 from streamd.errors import ConfigError
+from streamd.server.config import HttpSettings
 
 
 class StrictModel(BaseModel):
@@ -207,6 +208,7 @@ class Settings(BaseSettings):
     engine: EngineSettings = Field(default_factory=EngineSettings)
     index: IndexSettings = Field(default_factory=IndexSettings)
     gallery: GallerySettings = Field(default_factory=GallerySettings)
+    http: HttpSettings = Field(default_factory=HttpSettings)
 
     @classmethod
     def settings_customise_sources(
