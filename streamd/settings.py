@@ -60,6 +60,13 @@ class DlibDetectorSettings(StrictModel):
         description="Downscale images whose longer side exceeds this before detection (0 = never). "
         "Lower is faster, but faces under ~40 px at the scaled size are lost.",
     )
+    retry_upsample_below: int = Field(
+        400,
+        ge=0,
+        description="When no face is found in an image whose longer side is under this many pixels, "
+        "detect once more with one more upsample step (0 = never). Finds the small faces of stills "
+        "and gallery photos; costs one more pass only on such images without a face.",
+    )
 
 
 class OnnxDetectorSettings(StrictModel):
@@ -120,6 +127,12 @@ class OnnxEmbedderSettings(StrictModel):
         description="Cosine similarity this model is calibrated for; used when index.rec_threshold is unset.",
     )
     threads: int = Field(1, ge=0, description="Intra-op threads (0 = library default).")
+    batch_size: int = Field(
+        16,
+        ge=1,
+        description="Faces run through the model together; larger is faster per face on many-face "
+        "frames but uses more memory. A model exported with a fixed batch of 1 runs one at a time.",
+    )
 
 
 EmbedderSettings = Annotated[
