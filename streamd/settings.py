@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -93,8 +93,77 @@ class OnnxDetectorSettings(StrictModel):
     threads: int = Field(1, ge=0, description="Intra-op threads (0 = library default).")
 
 
+class PaddleRuntimeSettings(StrictModel):
+    """How Paddle Inference runs a model on CPU (shared by the ``paddlex`` and ``paddle`` engines)."""
+
+    mkldnn: bool = Field(
+        True,
+        description="oneDNN (MKLDNN) kernels on x86 CPUs: usually faster, but a few legacy models give "
+        "slightly different boxes with it; off = Paddle's plain CPU kernels.",
+    )
+    threads: int = Field(
+        1, ge=1, description="CPU math threads per model. More threads cut latency of one call but "
+        "compete with the other cameras' work on small machines."
+    )
+    new_ir: bool | None = Field(
+        None,
+        description="Paddle's new IR (PIR). Unset = automatic: off for legacy programs "
+        "(inference.pdmodel, which Paddle 3 runs only with the old IR), Paddle's default for "
+        "PaddleX 3 exports (inference.json).",
+    )
+
+
+class PaddlexDetectorSettings(PaddleRuntimeSettings):
+    """A PaddleX face_detection model through ``paddlex.create_model`` (extra ``paddle``, or ``paddle-gpu``).
+
+    Its exports give boxes only, so faces are cut from the box for the embedder.
+    """
+
+    type: Literal["paddlex"] = "paddlex"
+    model_name: str = Field(
+        "BlazeFace-FPN-SSH",
+        description="PaddleX model name: BlazeFace, BlazeFace-FPN-SSH, PicoDet_LCNet_x2_5_face or "
+        "PP-YOLOE_plus-S_face (slower, more accurate on small and turned faces).",
+    )
+    model_dir: Path | None = Field(
+        None,
+        description="Folder of the export (inference.json or inference.pdmodel, inference.pdiparams, "
+        "inference.yml). Unset = PaddleX downloads its official model, which needs its model hoster: "
+        "offline this fails at once asking for a local model_dir.",
+    )
+    batch_size: int = Field(1, ge=1, description="Images per model call (PaddleX batch_size).")
+    det_threshold: float = Field(
+        0.6, ge=0.0, le=1.0, description="Minimum face score. Higher means fewer false faces but more misses."
+    )
+
+    @field_validator("model_name")
+    @classmethod
+    def _known_detector(cls, value: str) -> str:
+        from streamd.faces.paddle_models import check_model_name
+
+        return check_model_name("face_detection", value)
+
+
+class PaddleDetectorSettings(PaddleRuntimeSettings):
+    """A Paddle static-graph face detector run by Paddle Inference directly, without PaddleX.
+
+    For exports PaddleX 3 does not describe, e.g. PaddleDetection's BlazeFace-FPN-SSH with its
+    ``infer_cfg.yml`` (inputs image, im_shape, scale_factor; output rows class, score, x1, y1, x2, y2).
+    """
+
+    type: Literal["paddle"] = "paddle"
+    model_dir: Path = Field(
+        Path("/var/lib/streamd/models/blazeface_fpn_ssh_1000e_v1.0_infer"),
+        description="Folder with inference.pdmodel (or .json), inference.pdiparams and infer_cfg.yml "
+        "(or inference.yml) giving the resize and normalisation.",
+    )
+    det_threshold: float = Field(
+        0.6, ge=0.0, le=1.0, description="Minimum face score. Higher means fewer false faces but more misses."
+    )
+
+
 DetectorSettings = Annotated[
-    Union[DlibDetectorSettings, OnnxDetectorSettings], Field(discriminator="type")
+    Union[DlibDetectorSettings, OnnxDetectorSettings, PaddlexDetectorSettings, PaddleDetectorSettings], Field(discriminator="type")
 ]
 
 
@@ -135,8 +204,62 @@ class OnnxEmbedderSettings(StrictModel):
     )
 
 
+class PaddlexEmbedderSettings(PaddleRuntimeSettings):
+    """A PaddleX face_feature model through ``paddlex.create_model`` (extra ``paddle``, or ``paddle-gpu``).
+
+    Faces are aligned to the ArcFace template when the detector gave landmarks, else cut from the box.
+    """
+
+    type: Literal["paddlex"] = "paddlex"
+    model_name: str = Field(
+        "MobileFaceNet", description="PaddleX model name: MobileFaceNet (128-d) or ResNet50_face (512-d, slower)."
+    )
+    model_dir: Path | None = Field(
+        None,
+        description="Folder of the export (inference.json or inference.pdmodel, inference.pdiparams, "
+        "inference.yml). Unset = PaddleX downloads its official model (needs its model hoster).",
+    )
+    batch_size: int = Field(8, ge=1, description="Faces per model call; larger is faster per face on busy frames.")
+    default_threshold: float = Field(
+        0.45,
+        ge=-1.0,
+        le=1.0,
+        description="Cosine similarity this model is calibrated for; used when index.rec_threshold is unset.",
+    )
+
+    @field_validator("model_name")
+    @classmethod
+    def _known_feature(cls, value: str) -> str:
+        from streamd.faces.paddle_models import check_model_name
+
+        return check_model_name("face_feature", value)
+
+
+class PaddleEmbedderSettings(PaddleRuntimeSettings):
+    """A 112x112 Paddle static-graph recogniser ([N,3,112,112] -> [N,D]) run by Paddle Inference directly.
+
+    For exports PaddleX 3 does not describe, e.g. insight-face-paddle's MobileFace (no yml).
+    """
+
+    type: Literal["paddle"] = "paddle"
+    model_dir: Path = Field(
+        Path("/var/lib/streamd/models/mobileface_v1.0_infer"),
+        description="Folder with inference.pdmodel (or .json) and inference.pdiparams.",
+    )
+    mean: float = Field(127.5, description="Subtracted from each pixel (0-255) before the model.")
+    std: float = Field(127.5, gt=0, description="Pixels are divided by this after the mean is subtracted.")
+    color: Literal["RGB", "BGR"] = Field("RGB", description="Channel order the model was trained on.")
+    batch_size: int = Field(8, ge=1, description="Faces per model call; larger is faster per face on busy frames.")
+    default_threshold: float = Field(
+        0.45,
+        ge=-1.0,
+        le=1.0,
+        description="Cosine similarity this model is calibrated for; used when index.rec_threshold is unset.",
+    )
+
+
 EmbedderSettings = Annotated[
-    Union[DlibEmbedderSettings, OnnxEmbedderSettings], Field(discriminator="type")
+    Union[DlibEmbedderSettings, OnnxEmbedderSettings, PaddlexEmbedderSettings, PaddleEmbedderSettings], Field(discriminator="type")
 ]
 
 

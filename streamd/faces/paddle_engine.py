@@ -1,0 +1,517 @@
+"""Paddle face engines: PaddleX's face modules (type ``paddlex``) and Paddle Inference directly (``paddle``).
+
+Which path a model takes:
+
+* ``paddlex``: any PaddleX 3.x face_detection / face_feature model (BlazeFace, BlazeFace-FPN-SSH,
+  PicoDet_LCNet_x2_5_face, PP-YOLOE_plus-S_face, MobileFaceNet, ResNet50_face) through
+  ``paddlex.create_model(model_name=..., model_dir=..., device=..., engine_config=...)``: PaddleX reads
+  the pre/post-processing from the folder's ``inference.yml``. With ``model_dir`` unset PaddleX
+  downloads the official model (online only). Legacy exports (``inference.pdmodel``) run too once
+  an ``inference.yml`` is written next to them; streamd then turns Paddle's new IR off for them
+  (PaddleX's default new IR crashes on them, see docs/paddlex.md).
+* ``paddle``: a static-graph export run by Paddle Inference itself, without PaddleX, e.g.
+  PaddleDetection's BlazeFace-FPN-SSH (``infer_cfg.yml``) or insight-face-paddle's MobileFace (no yml).
+  Needs only ``paddlepaddle``.
+
+Heavy imports (paddle, paddlex) happen in :func:`build_detector` / :func:`build_embedder`, never at
+import time. A Paddle predictor is not thread-safe: use one engine object per thread.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import logging
+import os
+import socket
+import threading
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import cv2
+import numpy as np
+
+from streamd.errors import EngineUnavailable, ModelError
+from streamd.faces import paddle_models
+from streamd.faces.align import ARCFACE_SIZE, face_chip
+from streamd.faces.modelfile import file_sha256
+from streamd.faces.paddle_models import ModelFiles, find_model_files
+from streamd.faces.vectors import l2_normalise
+from streamd.settings import (
+    PaddleDetectorSettings,
+    PaddleEmbedderSettings,
+    PaddlexDetectorSettings,
+    PaddlexEmbedderSettings,
+    PaddleRuntimeSettings,
+    read_yaml,
+)
+from streamd.types import Face
+
+log = logging.getLogger(__name__)
+
+#: Seconds to wait for PaddleX's model hoster before saying we are offline.
+HOSTER_TIMEOUT_S = 3.0
+#: PaddleX's image predictors refuse to start unless these distributions are installed (its
+#: ReadImage and PDF reader check their names with importlib.metadata, not the cv2 module).
+PADDLEX_IMAGE_DEPS = ("opencv-contrib-python", "pypdfium2")
+
+
+# --------------------------------------------------------------------------- imports
+
+
+def _extra(device: str) -> str:
+    return "streamd[paddle-gpu]" if device.split(":")[0] == "gpu" else "streamd[paddle]"
+
+
+def import_paddle_inference(what: str, device: str) -> Any:
+    """``paddle.inference``, or EngineUnavailable naming the extra to install."""
+    try:
+        import paddle.inference as paddle_inference
+    except ImportError:
+        raise EngineUnavailable(
+            f"{what}: the Paddle engines need PaddlePaddle, which is not installed; "
+            f"pip install '{_extra(device)}'"
+        ) from None
+    return paddle_inference
+
+
+def import_paddlex(what: str, device: str) -> Any:
+    """``paddlex``, or EngineUnavailable naming the extra to install.
+
+    Sets ``PADDLE_PDX_DISABLE_MODEL_SOURCE_CHECK`` first (unless the user set it): PaddleX reads it
+    once, when it is first imported, and otherwise probes four model hosters on every start, which
+    hangs offline. streamd does its own short check (see :func:`ensure_downloadable`).
+    """
+    os.environ.setdefault("PADDLE_PDX_DISABLE_MODEL_SOURCE_CHECK", "True")
+    import_paddle_inference(what, device)
+    try:
+        import paddlex
+    except ImportError:
+        raise EngineUnavailable(
+            f"{what}: engine type paddlex needs PaddleX, which is not installed; pip install '{_extra(device)}'"
+        ) from None
+    missing = [dep for dep in PADDLEX_IMAGE_DEPS if not _installed(dep)]
+    if missing:
+        raise EngineUnavailable(
+            f"{what}: PaddleX's image models need {' and '.join(missing)} installed; "
+            f"pip install '{_extra(device)}' (or use engine type paddle)"
+        )
+    return paddlex
+
+
+def _installed(distribution: str) -> bool:
+    try:
+        importlib.metadata.version(distribution)
+    except importlib.metadata.PackageNotFoundError:
+        return False
+    return True
+
+
+# --------------------------------------------------------------------------- offline check
+
+
+def hoster_reachable(host: str, port: int = 443, timeout: float = HOSTER_TIMEOUT_S) -> bool:
+    """True when a TCP connection to ``host`` opens within ``timeout`` seconds (DNS included)."""
+    result: list[bool] = []
+
+    def probe() -> None:
+        try:
+            with socket.create_connection((host, port), timeout=timeout):
+                result.append(True)
+        except OSError:
+            result.append(False)
+
+    # getaddrinfo ignores socket timeouts; a daemon thread bounds the whole probe.
+    worker = threading.Thread(target=probe, name="streamd-hoster-probe", daemon=True)
+    worker.start()
+    worker.join(timeout)
+    return bool(result and result[0])
+
+
+def ensure_downloadable(model_name: str, what: str) -> None:
+    """Fail fast when PaddleX would have to download ``model_name`` and cannot.
+
+    PaddleX uses a model it downloaded before (its cache) without the network; otherwise it
+    downloads from its model hoster. Offline that would end in a long wait and a multi-line
+    error, so this says in one line what to do instead.
+    """
+    if (paddle_models.paddlex_cache_dir() / model_name).is_dir():
+        return
+    if os.environ.get("HTTPS_PROXY") or os.environ.get("https_proxy"):
+        return  # the hoster may be reachable only through the proxy; let PaddleX try
+    host = paddle_models.FACE_MODEL_HOST
+    if not hoster_reachable(host):
+        raise ModelError(
+            f"{what}.model_dir is not set and PaddleX cannot download {model_name}: its model hoster "
+            f"{host} is unreachable; set {what}.model_dir to a local model folder"
+        )
+
+
+# --------------------------------------------------------------------------- Paddle Inference
+
+
+def _parse_device(device: str) -> tuple[str, int]:
+    kind, _, index = device.partition(":")
+    try:
+        return kind, int(index or 0)
+    except ValueError:
+        raise ModelError(f"engine.device={device!r}: expected cpu or KIND:N such as gpu:0 or npu:0") from None
+
+
+def resolve_new_ir(runtime: PaddleRuntimeSettings, files: ModelFiles | None) -> bool | None:
+    """The new-IR switch to use: the setting, else off for legacy programs, else Paddle's default."""
+    if runtime.new_ir is not None:
+        return runtime.new_ir
+    if files is not None and files.legacy:
+        return False
+    return None
+
+
+def paddle_predictor(files: ModelFiles, runtime: PaddleRuntimeSettings, device: str, what: str) -> Any:
+    """A Paddle Inference predictor for ``files`` on ``device`` with the runtime settings."""
+    pi = import_paddle_inference(what, device)
+    kind, index = _parse_device(device)
+    config = pi.Config(str(files.program), str(files.params))
+    if kind == "cpu":
+        config.disable_gpu()
+        if runtime.mkldnn:
+            config.enable_mkldnn()
+            # Frames of several sizes would otherwise grow oneDNN's kernel cache without bound.
+            config.set_mkldnn_cache_capacity(10)
+        else:
+            config.disable_mkldnn()
+        config.set_cpu_math_library_num_threads(runtime.threads)
+    elif kind == "gpu":
+        config.enable_use_gpu(256, index)
+    elif kind == "xpu":
+        config.enable_xpu()
+        config.set_xpu_device_id(index)
+    else:  # npu, mlu, gcu, ...: Paddle's custom-device plug-ins
+        config.enable_custom_device(kind, index)
+    new_ir = resolve_new_ir(runtime, files)
+    if new_ir is not None:
+        config.enable_new_ir(new_ir)
+    config.enable_memory_optim()
+    config.disable_glog_info()
+    try:
+        return pi.create_predictor(config)
+    except Exception as exc:  # Paddle raises ValueError/RuntimeError/its own types with C++ traces
+        raise ModelError(f"{what}: Paddle cannot load {files.program.parent}: {_first_line(exc)}") from None
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    for line in text.splitlines():
+        line = line.strip()
+        if line and not line.startswith(("-", "C++ Traceback", "Error Message Summary")):
+            return line
+    return type(exc).__name__
+
+
+def _run(predictor: Any, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+    for name in predictor.get_input_names():
+        handle = predictor.get_input_handle(name)
+        arr = np.ascontiguousarray(feeds[name])
+        handle.reshape(list(arr.shape))
+        handle.copy_from_cpu(arr)
+    predictor.run()
+    return [predictor.get_output_handle(n).copy_to_cpu() for n in predictor.get_output_names()]
+
+
+# --------------------------------------------------------------------------- detection preprocessing
+
+
+class DetPreprocess:
+    """PaddleDetection / PaddleX detector preprocessing read from the ``Preprocess`` list of a yml.
+
+    Supports the ops face detectors use: NormalizeImage, Resize, Permute, PadStride. Images are
+    converted to RGB first, as PaddleDetection's decoder does.
+    """
+
+    def __init__(self, ops: Sequence[dict[str, Any]], source: Path) -> None:
+        self.ops: list[tuple[str, dict[str, Any]]] = []
+        for op in ops:
+            op = dict(op)
+            kind = op.pop("type", None)
+            if kind not in ("NormalizeImage", "Resize", "Permute", "PadStride"):
+                raise ModelError(
+                    f"{source}: Preprocess op {kind!r} is not supported by engine type paddle "
+                    "(NormalizeImage, Resize, Permute, PadStride are); use engine type paddlex"
+                )
+            self.ops.append((kind, op))
+
+    def __call__(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """BGR uint8 -> (NCHW float32 tensor, im_shape [1,2], scale_factor [1,2])."""
+        img = cv2.cvtColor(image, cv2.COLOR_BGR2RGB).astype(np.float32)
+        scale_y = scale_x = 1.0
+        # im_shape is the size after Resize, before any padding (PaddleDetection's convention).
+        resized_hw = np.asarray([img.shape[:2]], np.float32)
+        for kind, args in self.ops:
+            if kind == "NormalizeImage":
+                if args.get("is_scale", True):
+                    img = img / 255.0
+                if args.get("norm_type", "mean_std") == "mean_std":
+                    img = (img - np.asarray(args.get("mean", [0.485, 0.456, 0.406]), np.float32)) / np.asarray(
+                        args.get("std", [0.229, 0.224, 0.225]), np.float32
+                    )
+            elif kind == "Resize":
+                th, tw = args["target_size"]
+                h, w = img.shape[:2]
+                if args.get("keep_ratio", True):
+                    scale = min(max(th, tw) / max(h, w), min(th, tw) / min(h, w))
+                    sy = sx = scale
+                else:
+                    sy, sx = th / h, tw / w
+                img = cv2.resize(img, None, fx=sx, fy=sy, interpolation=int(args.get("interp", 1)))
+                scale_y, scale_x = scale_y * sy, scale_x * sx
+                resized_hw = np.asarray([img.shape[:2]], np.float32)
+            elif kind == "PadStride":
+                stride = int(args.get("stride", 32))
+                h, w = img.shape[:2]
+                ph, pw = -(-h // stride) * stride, -(-w // stride) * stride
+                padded = np.zeros((ph, pw, img.shape[2]), np.float32)
+                padded[:h, :w] = img
+                img = padded
+            # Permute (HWC -> CHW) is done below for every network.
+        img = img.transpose(2, 0, 1)
+        return img[None].astype(np.float32), resized_hw, np.asarray([[scale_y, scale_x]], np.float32)
+
+
+def _boxes_to_faces(rows: Iterable[Sequence[float]], image: np.ndarray, threshold: float) -> list[Face]:
+    """Rows of (class, score, x1, y1, x2, y2) in image pixels -> faces, best first."""
+    h, w = image.shape[:2]
+    faces = []
+    for row in rows:
+        cls, score, x1, y1, x2, y2 = (float(v) for v in row[:6])
+        if cls < 0 or score < threshold:
+            continue  # Paddle detectors return one (-1, ...) row when they find nothing
+        box = (max(0.0, x1), max(0.0, y1), min(float(w), x2), min(float(h), y2))
+        if box[2] > box[0] and box[3] > box[1]:
+            faces.append(Face(box=box, score=score))
+    faces.sort(key=lambda f: f.score, reverse=True)
+    return faces
+
+
+# --------------------------------------------------------------------------- engine type paddle
+
+
+class PaddleDetector:
+    """A PaddleDetection-style face detector run by Paddle Inference (boxes only, no landmarks)."""
+
+    name = "paddle"
+
+    def __init__(self, settings: PaddleDetectorSettings, device: str = "cpu", *, what: str = "engine.detector"):
+        try:
+            files = find_model_files(settings.model_dir, need_yml=False, what=what)
+        except FileNotFoundError as exc:
+            raise ModelError(str(exc)) from None
+        if files.config is None:
+            raise ModelError(f"{what}: {settings.model_dir} is missing infer_cfg.yml (or inference.yml)")
+        cfg = read_yaml(files.config)
+        ops = cfg.get("Preprocess")
+        if not isinstance(ops, list):
+            raise ModelError(f"{files.config}: no Preprocess list; is this a detector export?")
+        self.preprocess = DetPreprocess(ops, files.config)
+        self.det_threshold = float(settings.det_threshold)
+        self.model_dir = Path(settings.model_dir)
+        self._predictor = paddle_predictor(files, settings, device, what)
+        names = set(self._predictor.get_input_names())
+        if not {"image", "im_shape", "scale_factor"} >= names or "image" not in names:
+            raise ModelError(
+                f"{what}: {self.model_dir} is not a PaddleDetection detector "
+                f"(inputs {sorted(names)}, expected image, im_shape, scale_factor)"
+            )
+        self._inputs = names
+
+    def detect(self, image: np.ndarray) -> list[Face]:
+        """Faces in a BGR uint8 image, best first."""
+        tensor, im_shape, scale = self.preprocess(image)
+        feeds = {"image": tensor, "im_shape": im_shape, "scale_factor": scale}
+        outputs = _run(self._predictor, {k: v for k, v in feeds.items() if k in self._inputs})
+        rows = np.asarray(outputs[0]).reshape(-1, outputs[0].shape[-1]) if outputs[0].size else []
+        return _boxes_to_faces(rows, image, self.det_threshold)
+
+
+class PaddleEmbedder:
+    """A 112x112 Paddle recogniser run by Paddle Inference; vectors L2-normalised."""
+
+    name = "paddle"
+
+    def __init__(self, settings: PaddleEmbedderSettings, device: str = "cpu", *, what: str = "engine.embedder"):
+        try:
+            files = find_model_files(settings.model_dir, need_yml=False, what=what)
+        except FileNotFoundError as exc:
+            raise ModelError(str(exc)) from None
+        self.model_dir = Path(settings.model_dir)
+        self.mean, self.std, self.color = float(settings.mean), float(settings.std), settings.color
+        self.batch_size = int(settings.batch_size)
+        self.default_threshold = float(settings.default_threshold)
+        self._predictor = paddle_predictor(files, settings, device, what)
+        names = self._predictor.get_input_names()
+        if len(names) != 1:
+            raise ModelError(f"{what}: {self.model_dir} must take one [N,3,112,112] input, it takes {names}")
+        self._input = names[0]
+        # Paddle does not tell a legacy program's input shape before a run: probe with one face.
+        try:
+            probe = self._forward(np.zeros((1, 3, ARCFACE_SIZE, ARCFACE_SIZE), np.float32))
+        except Exception as exc:  # Paddle's shape errors come as ValueError/RuntimeError with C++ context
+            raise ModelError(
+                f"{what}: {self.model_dir} does not take a [N,3,112,112] input (an ArcFace-style "
+                f"recogniser): {_first_line(exc)}"
+            ) from None
+        if probe.ndim != 2:
+            raise ModelError(f"{what}: {self.model_dir} must output [N,D] features, got {list(probe.shape)}")
+        self.dim = int(probe.shape[1])
+        self.fingerprint = (
+            f"paddle:sha256={file_sha256(files.params)}:align=arcface{ARCFACE_SIZE}:"
+            f"color={self.color}:mean={self.mean:g}:std={self.std:g}"
+        )
+
+    def _forward(self, batch: np.ndarray) -> np.ndarray:
+        return np.asarray(_run(self._predictor, {self._input: batch})[0])
+
+    def preprocess(self, chips: Sequence[np.ndarray]) -> np.ndarray:
+        """112x112 BGR chips -> the float32 NCHW tensor."""
+        arr = np.stack(chips).astype(np.float32)
+        if self.color == "RGB":
+            arr = arr[..., ::-1]
+        return np.ascontiguousarray(((arr - self.mean) / self.std).transpose(0, 3, 1, 2))
+
+    def embed(self, image: np.ndarray, faces: Sequence[Face]) -> np.ndarray:
+        """One L2-normalised vector per face: aligned with landmarks, else cut from the box."""
+        return self.embed_chips([face_chip(image, face, ARCFACE_SIZE) for face in faces])
+
+    def embed_chips(self, chips: Sequence[np.ndarray]) -> np.ndarray:
+        """Vectors for 112x112 BGR face chips, shape (len(chips), dim)."""
+        if len(chips) == 0:
+            return np.zeros((0, self.dim), np.float32)
+        parts = [
+            self._forward(self.preprocess(chips[i : i + self.batch_size])) for i in range(0, len(chips), self.batch_size)
+        ]
+        return l2_normalise(np.concatenate(parts))
+
+
+# --------------------------------------------------------------------------- engine type paddlex
+
+
+def paddlex_model(
+    settings: PaddlexDetectorSettings | PaddlexEmbedderSettings, module: str, device: str, what: str
+) -> tuple[Any, ModelFiles | None]:
+    """``paddlex.create_model`` for the settings, with streamd's checks and one-line errors."""
+    files = None
+    if settings.model_dir is not None:
+        try:
+            files = find_model_files(settings.model_dir, need_yml=True, what=what)
+        except FileNotFoundError as exc:
+            raise ModelError(str(exc)) from None
+        declared = (read_yaml(files.config).get("Global") or {}).get("model_name") if files.config else None
+        if declared is not None and declared != settings.model_name:
+            raise ModelError(
+                f"{what}: {files.config} is for {declared}, but model_name is {settings.model_name}"
+            )
+    paddlex = import_paddlex(what, device)
+    if files is None:
+        ensure_downloadable(settings.model_name, what)
+    engine_config: dict[str, Any] = {}
+    kind, _ = _parse_device(device)
+    if kind == "cpu":
+        engine_config["run_mode"] = "mkldnn" if settings.mkldnn else "paddle"
+        engine_config["cpu_threads"] = settings.threads
+    new_ir = resolve_new_ir(settings, files)
+    if new_ir is not None:
+        engine_config["enable_new_ir"] = new_ir
+    try:
+        model = paddlex.create_model(
+            model_name=settings.model_name,
+            model_dir=str(settings.model_dir) if settings.model_dir is not None else None,
+            device=device,
+            batch_size=settings.batch_size,
+            engine_config=engine_config,
+        )
+    except Exception as exc:  # PaddleX raises ValueError, RuntimeError, DependencyError, plain Exception
+        where = settings.model_dir or "PaddleX's download"
+        raise ModelError(f"{what}: PaddleX cannot load {settings.model_name} ({module}) from {where}: {_first_line(exc)}") from None
+    return model, files
+
+
+def _model_dir_of(model: Any, files: ModelFiles | None) -> Path | None:
+    if files is not None:
+        return files.program.parent
+    found = getattr(model, "model_dir", None)
+    return Path(found) if found else None
+
+
+class PaddlexDetector:
+    """A PaddleX face_detection model; boxes only (faces are cut from the box for the embedder)."""
+
+    name = "paddlex"
+
+    def __init__(self, settings: PaddlexDetectorSettings, device: str = "cpu", *, what: str = "engine.detector"):
+        self.model_name = settings.model_name
+        self.det_threshold = float(settings.det_threshold)
+        self.batch_size = int(settings.batch_size)
+        self._model, files = paddlex_model(settings, "face_detection", device, what)
+        self.model_dir = _model_dir_of(self._model, files)
+
+    def detect(self, image: np.ndarray) -> list[Face]:
+        """Faces in a BGR uint8 image, best first."""
+        return self.detect_batch([image])[0]
+
+    def detect_batch(self, images: Sequence[np.ndarray]) -> list[list[Face]]:
+        """Faces of several images, run ``batch_size`` at a time."""
+        if not images:
+            return []
+        results = self._model.predict(list(images), batch_size=self.batch_size, threshold=self.det_threshold)
+        out = []
+        for image, result in zip(images, results):
+            rows = [(b["cls_id"], b["score"], *b["coordinate"]) for b in result["boxes"]]
+            out.append(_boxes_to_faces(rows, image, self.det_threshold))
+        return out
+
+
+class PaddlexEmbedder:
+    """A PaddleX face_feature model; vectors L2-normalised (PaddleX normalises them too)."""
+
+    name = "paddlex"
+
+    def __init__(self, settings: PaddlexEmbedderSettings, device: str = "cpu", *, what: str = "engine.embedder"):
+        self.model_name = settings.model_name
+        self.batch_size = int(settings.batch_size)
+        self.default_threshold = float(settings.default_threshold)
+        self._model, files = paddlex_model(settings, "face_feature", device, what)
+        self.model_dir = _model_dir_of(self._model, files)
+        probe = self.embed_chips([np.zeros((ARCFACE_SIZE, ARCFACE_SIZE, 3), np.uint8)], normalise=False)
+        self.dim = int(probe.shape[1])
+        params = self.model_dir / "inference.pdiparams" if self.model_dir else None
+        weights = file_sha256(params) if params is not None and params.is_file() else "official"
+        self.fingerprint = f"paddlex:{self.model_name}:sha256={weights}:align=arcface{ARCFACE_SIZE}"
+
+    def embed(self, image: np.ndarray, faces: Sequence[Face]) -> np.ndarray:
+        """One L2-normalised vector per face: aligned with landmarks, else cut from the box."""
+        if not faces:
+            return np.zeros((0, self.dim), np.float32)
+        return self.embed_chips([face_chip(image, face, ARCFACE_SIZE) for face in faces])
+
+    def embed_chips(self, chips: Sequence[np.ndarray], *, normalise: bool = True) -> np.ndarray:
+        """Vectors for BGR face chips (PaddleX resizes them to the model's input size)."""
+        if len(chips) == 0:
+            return np.zeros((0, self.dim), np.float32)
+        results = self._model.predict(list(chips), batch_size=self.batch_size)
+        feats = np.stack([np.asarray(r["feature"], np.float32).reshape(-1) for r in results])
+        return l2_normalise(feats) if normalise else feats
+
+
+# --------------------------------------------------------------------------- factory entry points
+
+
+def build_detector(settings: PaddlexDetectorSettings | PaddleDetectorSettings, device: str = "cpu") -> Any:
+    """The detector for ``engine.detector`` settings of type ``paddlex`` or ``paddle``."""
+    if isinstance(settings, PaddlexDetectorSettings):
+        return PaddlexDetector(settings, device)
+    return PaddleDetector(settings, device)
+
+
+def build_embedder(settings: PaddlexEmbedderSettings | PaddleEmbedderSettings, device: str = "cpu") -> Any:
+    """The embedder for ``engine.embedder`` settings of type ``paddlex`` or ``paddle``."""
+    if isinstance(settings, PaddlexEmbedderSettings):
+        return PaddlexEmbedder(settings, device)
+    return PaddleEmbedder(settings, device)
