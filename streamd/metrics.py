@@ -69,7 +69,11 @@ class Metrics:
         self.events_published = Counter(
             "streamd_events_published_total", "Events published to MQTT", ["type"], registry=r
         )
-        self.events_spooled = Counter("streamd_events_spooled_total", "Events written to the on-disk spool", registry=r)
+        self.events_spooled = Counter(
+            "streamd_events_spooled_total",
+            "Events that waited in the on-disk spool because the broker was unreachable",
+            registry=r,
+        )
         self.events_dropped = Counter(
             "streamd_events_dropped_total", "Events dropped (too old, spool full)", ["reason"], registry=r
         )

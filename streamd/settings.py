@@ -22,6 +22,7 @@ from pydantic_settings import (
 
 from streamd.errors import ConfigError
 from streamd.server.config import HttpSettings
+from streamd.sinks.config import MqttSettings
 
 
 class StrictModel(BaseModel):
@@ -345,6 +346,7 @@ class Settings(BaseSettings):
     index: IndexSettings = Field(default_factory=IndexSettings)
     gallery: GallerySettings = Field(default_factory=GallerySettings)
     http: HttpSettings = Field(default_factory=HttpSettings)
+    mqtt: MqttSettings = Field(default_factory=MqttSettings)
 
     @classmethod
     def settings_customise_sources(
