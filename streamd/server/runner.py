@@ -31,6 +31,18 @@ class HttpServer:
         self._socket: socket.socket | None = None
         self._error: BaseException | None = None
 
+    @classmethod
+    def from_settings(cls, settings: Any, app: Any, *, log_level: str = "warning") -> "HttpServer":
+        """A server for ``app`` on ``http.host`` / ``http.port`` (an ``HttpSettings``)."""
+        return cls(app, settings.host, settings.port, log_level=log_level)
+
+    def __enter__(self) -> "HttpServer":
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
     @property
     def port(self) -> int:
         """The port actually listened on (the kernel's choice when 0 was asked), once started."""
