@@ -112,6 +112,12 @@ class PaddleRuntimeSettings(StrictModel):
         "(inference.pdmodel, which Paddle 3 runs only with the old IR), Paddle's default for "
         "PaddleX 3 exports (inference.json).",
     )
+    delete_passes: list[str] | None = Field(
+        None,
+        description="Paddle Inference graph passes to skip. Unset = automatic: with oneDNN on a legacy "
+        "program, conv_activation_onednn_fuse_pass is skipped (it corrupts BlazeFace-FPN-SSH's scores); "
+        "else none.",
+    )
 
 
 class PaddlexDetectorSettings(PaddleRuntimeSettings):
@@ -135,6 +141,12 @@ class PaddlexDetectorSettings(PaddleRuntimeSettings):
     batch_size: int = Field(1, ge=1, description="Images per model call (PaddleX batch_size).")
     det_threshold: float = Field(
         0.6, ge=0.0, le=1.0, description="Minimum face score. Higher means fewer false faces but more misses."
+    )
+    pad_small: bool = Field(
+        True,
+        description="Images smaller than the model's input (640x640 for BlazeFace) are padded to it with "
+        "black instead of enlarged. BlazeFace-style detectors, trained on crowd photos, miss a face "
+        "that fills an enlarged portrait; camera frames are larger and unaffected.",
     )
 
     @field_validator("model_name")
@@ -160,6 +172,12 @@ class PaddleDetectorSettings(PaddleRuntimeSettings):
     )
     det_threshold: float = Field(
         0.6, ge=0.0, le=1.0, description="Minimum face score. Higher means fewer false faces but more misses."
+    )
+    pad_small: bool = Field(
+        True,
+        description="Images smaller than the model's input (640x640 for BlazeFace) are padded to it with "
+        "black instead of enlarged. BlazeFace-style detectors, trained on crowd photos, miss a face "
+        "that fills an enlarged portrait; camera frames are larger and unaffected.",
     )
 
 

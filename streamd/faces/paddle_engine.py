@@ -166,6 +166,21 @@ def resolve_new_ir(runtime: PaddleRuntimeSettings, files: ModelFiles | None) -> 
     return None
 
 
+#: oneDNN's conv+activation fusion gives wrong scores on legacy BlazeFace-FPN-SSH (0.67 instead
+#: of 1.0 on a clear face, boxes shifted) and changes nothing measurable on MobileFace.
+LEGACY_ONEDNN_SKIP = ("conv_activation_onednn_fuse_pass",)
+
+
+def resolve_delete_passes(runtime: PaddleRuntimeSettings, files: ModelFiles | None, device: str) -> list[str]:
+    """Graph passes to skip: the setting, else the legacy oneDNN workaround, else none."""
+    if runtime.delete_passes is not None:
+        return list(runtime.delete_passes)
+    on_cpu = device.split(":")[0] == "cpu"
+    if runtime.mkldnn and on_cpu and files is not None and files.legacy:
+        return list(LEGACY_ONEDNN_SKIP)
+    return []
+
+
 def paddle_predictor(files: ModelFiles, runtime: PaddleRuntimeSettings, device: str, what: str) -> Any:
     """A Paddle Inference predictor for ``files`` on ``device`` with the runtime settings."""
     pi = import_paddle_inference(what, device)
@@ -190,6 +205,8 @@ def paddle_predictor(files: ModelFiles, runtime: PaddleRuntimeSettings, device: 
     new_ir = resolve_new_ir(runtime, files)
     if new_ir is not None:
         config.enable_new_ir(new_ir)
+    for name in resolve_delete_passes(runtime, files, device):
+        config.delete_pass(name)
     config.enable_memory_optim()
     config.disable_glog_info()
     try:
@@ -276,6 +293,31 @@ class DetPreprocess:
         return img[None].astype(np.float32), resized_hw, np.asarray([[scale_y, scale_x]], np.float32)
 
 
+def input_size_of(ops: Sequence[dict[str, Any]] | None) -> tuple[int, int] | None:
+    """(height, width) of a fixed-size Resize (keep_ratio false) in a Preprocess list, else None."""
+    for op in ops or []:
+        if op.get("type") == "Resize" and not op.get("keep_ratio", True):
+            th, tw = op["target_size"]
+            return int(th), int(tw)
+    return None
+
+
+def pad_small(image: np.ndarray, size: tuple[int, int] | None) -> np.ndarray:
+    """``image`` on a black canvas of ``size`` (bottom/right padding) when it fits inside, else as is.
+
+    Padding at the bottom and right leaves box coordinates unchanged.
+    """
+    if size is None:
+        return image
+    h, w = image.shape[:2]
+    th, tw = size
+    if h > th or w > tw or (h, w) == (th, tw):
+        return image
+    canvas = np.zeros((th, tw, 3), dtype=image.dtype)
+    canvas[:h, :w] = image
+    return canvas
+
+
 def _boxes_to_faces(rows: Iterable[Sequence[float]], image: np.ndarray, threshold: float) -> list[Face]:
     """Rows of (class, score, x1, y1, x2, y2) in image pixels -> faces, best first."""
     h, w = image.shape[:2]
@@ -311,6 +353,7 @@ class PaddleDetector:
         if not isinstance(ops, list):
             raise ModelError(f"{files.config}: no Preprocess list; is this a detector export?")
         self.preprocess = DetPreprocess(ops, files.config)
+        self._pad_to = input_size_of(ops) if settings.pad_small else None
         self.det_threshold = float(settings.det_threshold)
         self.model_dir = Path(settings.model_dir)
         self._predictor = paddle_predictor(files, settings, device, what)
@@ -324,7 +367,7 @@ class PaddleDetector:
 
     def detect(self, image: np.ndarray) -> list[Face]:
         """Faces in a BGR uint8 image, best first."""
-        tensor, im_shape, scale = self.preprocess(image)
+        tensor, im_shape, scale = self.preprocess(pad_small(image, self._pad_to))
         feeds = {"image": tensor, "im_shape": im_shape, "scale_factor": scale}
         outputs = _run(self._predictor, {k: v for k, v in feeds.items() if k in self._inputs})
         rows = np.asarray(outputs[0]).reshape(-1, outputs[0].shape[-1]) if outputs[0].size else []
@@ -419,6 +462,9 @@ def paddlex_model(
     new_ir = resolve_new_ir(settings, files)
     if new_ir is not None:
         engine_config["enable_new_ir"] = new_ir
+    passes = resolve_delete_passes(settings, files, device)
+    if passes:
+        engine_config["delete_pass"] = passes
     try:
         model = paddlex.create_model(
             model_name=settings.model_name,
@@ -451,6 +497,8 @@ class PaddlexDetector:
         self.batch_size = int(settings.batch_size)
         self._model, files = paddlex_model(settings, "face_detection", device, what)
         self.model_dir = _model_dir_of(self._model, files)
+        ops = read_yaml(files.config).get("Preprocess") if files is not None and files.config else None
+        self._pad_to = input_size_of(ops) if settings.pad_small else None
 
     def detect(self, image: np.ndarray) -> list[Face]:
         """Faces in a BGR uint8 image, best first."""
@@ -460,7 +508,8 @@ class PaddlexDetector:
         """Faces of several images, run ``batch_size`` at a time."""
         if not images:
             return []
-        results = self._model.predict(list(images), batch_size=self.batch_size, threshold=self.det_threshold)
+        padded = [pad_small(image, self._pad_to) for image in images]
+        results = self._model.predict(padded, batch_size=self.batch_size, threshold=self.det_threshold)
         out = []
         for image, result in zip(images, results):
             rows = [(b["cls_id"], b["score"], *b["coordinate"]) for b in result["boxes"]]
@@ -496,8 +545,21 @@ class PaddlexEmbedder:
         if len(chips) == 0:
             return np.zeros((0, self.dim), np.float32)
         results = self._model.predict(list(chips), batch_size=self.batch_size)
-        feats = np.stack([np.asarray(r["feature"], np.float32).reshape(-1) for r in results])
+        feats = np.stack([_own_row(r["feature"], i % self.batch_size) for i, r in enumerate(results)])
         return l2_normalise(feats) if normalise else feats
+
+
+def _own_row(feature: Any, index_in_batch: int) -> np.ndarray:
+    """This face's vector from a PaddleX face_feature result.
+
+    PaddleX 3.7 gives every result of a batch the whole batch's (B, D) feature array (its
+    NormalizeFeatures returns one array where the result splitter expects a list), so the row
+    of this face is picked by its place in the batch; a (D,) or (1, D) feature is used as is.
+    """
+    arr = np.asarray(feature, np.float32)
+    if arr.ndim == 2 and arr.shape[0] > 1:
+        return arr[index_in_batch]
+    return arr.reshape(-1)
 
 
 # --------------------------------------------------------------------------- factory entry points
