@@ -23,6 +23,8 @@ from pydantic_settings import (
 from streamd.errors import ConfigError
 from streamd.server.config import HttpSettings
 from streamd.sinks.config import MqttSettings
+from streamd.snapshots import SnapshotSettings
+from streamd.tracking.config import TrackingSettings
 
 
 class StrictModel(BaseModel):
@@ -365,6 +367,8 @@ class Settings(BaseSettings):
     gallery: GallerySettings = Field(default_factory=GallerySettings)
     http: HttpSettings = Field(default_factory=HttpSettings)
     mqtt: MqttSettings = Field(default_factory=MqttSettings)
+    tracking: TrackingSettings = Field(default_factory=TrackingSettings)
+    snapshots: SnapshotSettings = Field(default_factory=SnapshotSettings)
 
     @classmethod
     def settings_customise_sources(

@@ -1,0 +1,177 @@
+"""One camera's tracking, identity decisions, snapshots and events, behind three calls.
+
+This is what the recognition loop integrates. Per sampled frame of a camera::
+
+    requests = manager.update(frame, faces, quality)     # which faces to embed now
+    results = {r.face_index: EmbedResult(vector, matches) for r in requests ...}  # embed + search
+    events = manager.observe(frame, results)             # -> list[IdentityEvent] to publish
+
+and when the camera stops or the daemon shuts down::
+
+    events = manager.flush()                             # `end` for every open track
+
+- ``faces`` are the detector's faces in ``frame.image`` pixels; ``quality`` one figure per face in
+  [0, 1] (higher = larger, sharper, more frontal; it weighs the face in the vote and decides when
+  a better face is worth re-embedding), or None for a face that failed the quality gate: it is
+  tracked and can continue a track, but is never requested.
+- ``update`` returns :class:`~streamd.tracking.tracker.EmbedRequest` values (``face_index`` into
+  ``faces``, the ``track_id`` when the face continues a confirmed track, and a ``reason``). Faces
+  not requested belong to tracks already named with confidence (re-checked every
+  ``recheck_every`` samples or on a clearly better face); embedding them anyway is allowed and
+  their results are used.
+- ``observe`` takes the results keyed by face index: the L2-normalised vector (it disambiguates
+  overlapping faces and re-finds lost tracks) and the index's top matches for that vector (they
+  vote for the track's name). A face the caller could not embed is simply left out.
+- Calls for one camera must come in order (update, observe, update, ...) from one thread at a
+  time; different cameras' managers are independent. Calling ``update`` again without
+  ``observe`` links the previous sample on boxes alone (its events come with the next observe).
+
+The tracker works in stream time (``frame.pts``), so replays faster than real time track as the
+video was recorded; events carry wall-clock ``frame.captured_at`` as ``frame_ts``.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import NamedTuple
+
+import numpy as np
+
+from streamd.metrics import Metrics
+from streamd.snapshots import SnapshotStore
+from streamd.tracking.config import TrackingSettings
+from streamd.tracking.events import TrackEvents, TrackState
+from streamd.tracking.geometry import Polygon, Regions, box_size
+from streamd.tracking.identity import DecisionRules, Observation, decide, face_weight
+from streamd.tracking.tracker import Association, EmbedRequest, FaceTracker, Track, TrackUpdate
+from streamd.types import Face, Frame, IdentityEvent, Match
+
+
+class EmbedResult(NamedTuple):
+    """What the caller found for one requested face: its vector and the index's top matches."""
+
+    vector: np.ndarray | None
+    matches: Sequence[Match] = ()
+
+
+class TrackManager:
+    """Tracker + identity vote + snapshots + events for one camera (see the module docstring)."""
+
+    def __init__(
+        self,
+        camera: str,
+        settings: TrackingSettings,
+        *,
+        rec_threshold: float,
+        zones: Mapping[str, Polygon] | None = None,
+        masks: Sequence[Polygon] = (),
+        snapshots: SnapshotStore | None = None,
+        metrics: Metrics | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.camera = camera
+        self.settings = settings
+        self.rules = DecisionRules.from_settings(settings, rec_threshold)
+        self.tracker = FaceTracker(camera, settings, rec_threshold=rec_threshold, regions=Regions(camera, zones, masks))
+        self.events = TrackEvents(camera, clock)
+        self._snapshots = snapshots
+        self._metrics = metrics
+        self._lock = threading.Lock()
+        self._pending: tuple[Frame, Association] | None = None
+        self._backlog: list[IdentityEvent] = []
+
+    def update(
+        self, frame: Frame, faces: Sequence[Face], quality: Sequence[float | None] | None = None
+    ) -> list[EmbedRequest]:
+        """Link this frame's faces to tracks on boxes; the faces to embed (face order)."""
+        with self._lock:
+            if self._pending is not None:
+                self._backlog.extend(self._finish(*self._pending, {}))
+            association = self.tracker.associate(frame.pts, frame.skipped, faces, quality)
+            self._pending = (frame, association)
+            return list(association.requests)
+
+    def observe(
+        self, frame: Frame, results: Mapping[int, EmbedResult | tuple[np.ndarray | None, Sequence[Match]]]
+    ) -> list[IdentityEvent]:
+        """Finish the frame with the embedded faces' results; the events it causes, in order."""
+        with self._lock:
+            if self._pending is None or self._pending[0] is not frame:
+                raise RuntimeError(f"camera {self.camera}: observe() without update() for frame {frame.seq}")
+            pending, self._pending = self._pending, None
+            events, self._backlog = self._backlog, []
+            events.extend(self._finish(*pending, {int(i): EmbedResult(*r) for i, r in results.items()}))
+            return events
+
+    def flush(self, now: float | None = None) -> list[IdentityEvent]:
+        """End every track (camera stopped, shutdown): their ``end`` events."""
+        with self._lock:
+            events, self._backlog = self._backlog, []
+            self._pending = None
+            for track in self.tracker.clear():
+                self._close(track)
+            events.extend(self.events.flush(now))
+            return events
+
+    def states(self) -> list[TrackState]:
+        """The camera's open (announced and not ended) tracks as last reported."""
+        with self._lock:
+            return [self._state(t) for t in self.tracker.tracks if t.confirmed and t.track_id in self.events.open_tracks]
+
+    # ------------------------------------------------------------------ internals
+
+    def _finish(self, frame: Frame, association: Association, results: Mapping[int, EmbedResult]) -> list[IdentityEvent]:
+        vectors = {i: r.vector for i, r in results.items() if r.vector is not None}
+        updates = self.tracker.commit(association, vectors)
+        events: list[IdentityEvent] = []
+        for track in association.ended:
+            self._close(track)
+            end = self.events.end(track.track_id, frame.captured_at) if track.track_id is not None else None
+            if end is not None:
+                events.append(end)
+        for u in updates:
+            result = results.get(u.face_index)
+            if result is not None:
+                self._vote(u, result, association.quality[u.face_index], association.ts)
+            if u.track.confirmed:
+                self._snapshot(frame, u, association.quality[u.face_index])
+                events.extend(self.events.observe(self._state(u.track), frame.captured_at))
+        return events
+
+    def _vote(self, u: TrackUpdate, result: EmbedResult, quality: float | None, ts: float) -> None:
+        obs = Observation(tuple(result.matches), box_size(u.face.box), 0.0 if quality is None else quality, ts)
+        track = u.track
+        track.tally = track.tally.add(obs, self.rules)
+        track.decision = decide(track.tally, track.decision, self.rules)
+
+    def _snapshot(self, frame: Frame, u: TrackUpdate, quality: float | None) -> None:
+        if self._snapshots is None:
+            return
+        weight = face_weight(box_size(u.face.box), quality, self.settings.full_weight_face_px)
+        u.track.snapshot = self._snapshots.offer(self.camera, u.track.uid, frame.image, u.face.box, weight)
+
+    def _close(self, track: Track) -> None:
+        if self._snapshots is not None:
+            self._snapshots.release(self.camera, track.uid)
+        if self._metrics is not None and track.confirmed:
+            outcome = track.decision.outcome if track.decision is not None else "unknown"
+            self._metrics.decisions.labels(self.camera, outcome).inc()
+
+    @staticmethod
+    def _state(track: Track) -> TrackState:
+        d = track.decision
+        assert track.track_id is not None
+        return TrackState(
+            track_id=track.track_id,
+            box=track.box,
+            label=d.label if d else None,
+            score=d.score if d else 0.0,
+            margin=d.margin if d else 0.0,
+            evidence=d.evidence if d else 0,
+            first_ts=track.first_ts,
+            last_ts=track.last_ts,
+            zones=tuple(track.zones),
+            snapshot=track.snapshot,
+        )
