@@ -18,9 +18,9 @@ import yaml
 
 ID_MAP_KEY = "id_map"
 
-# Characters PyYAML's reader refuses raw (outside its printable set), plus the Unicode line and
+# Characters PyYAML's reader refuses raw (outside its printable set), plus NEL and the Unicode line and
 # paragraph separators, which YAML would fold: written as \uXXXX escapes instead.
-_UNSAFE = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x84\x86-\x9f\u2028\u2029\ud800-\udfff\ufffe\uffff]")
+_UNSAFE = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff\ufffe\uffff]")
 _LINE = re.compile(r'^  (-?\d+): ("(?:[^"\\\n]|\\.)*")$', re.MULTILINE)
 
 

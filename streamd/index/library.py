@@ -51,6 +51,7 @@ import math
 import os
 import shutil
 import tempfile
+import time
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import datetime, timezone
@@ -516,6 +517,21 @@ def library_lock(index_dir: Path | str) -> Iterator[None]:
 # ---------------------------------------------------------------------- load
 
 
+def _save_in_progress(index_dir: Path) -> bool:
+    target = Path(os.path.realpath(index_dir))
+    return any(target.parent.glob(f".{target.name}.tmp-*"))
+
+
+def _swapped_out(index_dir: Path, dir_fd: int) -> bool:
+    """True when ``dir_fd`` is no longer the directory at ``index_dir`` (a save replaced it)."""
+    held = os.fstat(dir_fd)
+    try:
+        now = os.stat(index_dir)
+    except FileNotFoundError:
+        return True
+    return (held.st_dev, held.st_ino) != (now.st_dev, now.st_ino) or held.st_nlink == 0
+
+
 class _Replaced(Exception):
     """The directory was swapped out while being read: read the new generation."""
 
@@ -528,10 +544,13 @@ def load_library(
     attempts: int = 5,
 ) -> FeatureLibrary:
     """See FeatureLibrary.load."""
-    for _ in range(attempts):
+    for attempt in range(attempts):
         try:
             dir_fd = os.open(index_dir, os.O_RDONLY | os.O_DIRECTORY)
         except FileNotFoundError:
+            if attempt + 1 < attempts and _save_in_progress(index_dir):
+                time.sleep(0.01 * (attempt + 1))  # the two-rename fallback's brief gap
+                continue
             raise FeatureLibraryError(f"{index_dir}: index directory not found; {_REBUILD_HINT}") from None
         except NotADirectoryError:
             raise FeatureLibraryError(f"{index_dir}: is not a directory (expected vector.index + id_map.yaml inside)") from None
@@ -552,7 +571,7 @@ def _open_member(index_dir: Path, dir_fd: int, name: str) -> int | None:
     try:
         return os.open(name, os.O_RDONLY, dir_fd=dir_fd)
     except FileNotFoundError:
-        if os.fstat(dir_fd).st_nlink == 0:
+        if _swapped_out(index_dir, dir_fd):
             raise _Replaced() from None
         return None
     except OSError as exc:
