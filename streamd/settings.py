@@ -318,6 +318,14 @@ class EngineSettings(StrictModel):
     max_image_pixels: int = Field(
         50_000_000, ge=1, description="Images with more pixels than this are refused (decompression bombs)."
     )
+    pipeline: Path | None = Field(
+        None,
+        description="A PaddleX face_recognition pipeline file (like configs/face_recognition.yaml) to take "
+        "the recognition settings from: its SubModules become engine.detector and engine.embedder "
+        "(type paddlex), its device engine.device, its index, rec_threshold and rec_topk the index "
+        "settings unless this file's index: section sets them. A relative path is relative to this file. "
+        "Cannot be combined with engine.detector or engine.embedder.",
+    )
 
 
 # --------------------------------------------------------------------------- index
@@ -395,6 +403,10 @@ def _format_errors(err: ValidationError, source: str) -> str:
     return "\n".join(lines)
 
 
+#: Public name of the formatter: one line per problem, ``source: key.path: message``.
+format_validation_errors = _format_errors
+
+
 def read_yaml(path: Path) -> dict[str, Any]:
     """Read a YAML mapping, with errors that name the file and line."""
     try:
@@ -427,9 +439,29 @@ def load_settings(path: Path | str | None = None, overrides: dict[str, Any] | No
         data = _deep_merge(data, overrides)
     source = str(path) if path else "config"
     try:
-        return Settings(**data)
+        settings = Settings(**data)
     except ValidationError as err:
         raise ConfigError(_format_errors(err, source)) from None
+    if settings.engine.pipeline is not None:
+        settings = _apply_pipeline(settings, data, Path(path) if path else None, source)
+    return settings
+
+
+def _apply_pipeline(settings: Settings, data: dict[str, Any], path: Path | None, source: str) -> Settings:
+    """Resolve ``engine.pipeline`` (a PaddleX face_recognition.yaml) into the engine and index sections."""
+    from streamd.pipeline_config import settings_from_pipeline
+
+    engine_data = data.get("engine") or {}
+    for key in ("detector", "embedder"):
+        if key in engine_data:
+            raise ConfigError(
+                f"{source}: engine.{key}: cannot be set together with engine.pipeline "
+                "(the pipeline file's SubModules give the detector and the embedder)"
+            )
+    pipeline = Path(settings.engine.pipeline).expanduser()
+    if not pipeline.is_absolute() and path is not None:
+        pipeline = path.parent / pipeline
+    return settings_from_pipeline(pipeline, settings, keep_index=(data.get("index") or {}).keys())
 
 
 def _deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
