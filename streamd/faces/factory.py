@@ -16,7 +16,7 @@ from streamd.errors import EngineUnavailable, ModelError
 from streamd.faces.base import FaceDetector, FaceEmbedder
 
 #: The extra (``pip install 'streamd[<extra>]'``) that provides each engine type's packages.
-ENGINE_EXTRAS = {"dlib": "dlib", "onnx": "onnx"}
+ENGINE_EXTRAS = {"dlib": "dlib", "onnx": "onnx", "paddlex": "paddle", "paddle": "paddle"}
 
 
 def require_package(module: str, engine: str, role: str) -> Any:
@@ -98,10 +98,19 @@ def _onnx_detector(settings: Any, device: str) -> FaceDetector:
     )
 
 
+def _paddle_detector(settings: Any, device: str) -> FaceDetector:
+    # paddle_engine imports paddle/paddlex itself and names the extra when they are missing.
+    from streamd.faces.paddle_engine import build_detector
+
+    return build_detector(settings, device)
+
+
 #: settings.type -> builder(settings, device). Add new detector engines here.
 DETECTOR_BUILDERS: dict[str, Callable[[Any, str], FaceDetector]] = {
     "dlib": _dlib_detector,
     "onnx": _onnx_detector,
+    "paddlex": _paddle_detector,
+    "paddle": _paddle_detector,
 }
 
 
@@ -133,10 +142,18 @@ def _onnx_embedder(settings: Any, device: str) -> FaceEmbedder:
     )
 
 
+def _paddle_embedder(settings: Any, device: str) -> FaceEmbedder:
+    from streamd.faces.paddle_engine import build_embedder
+
+    return build_embedder(settings, device)
+
+
 #: settings.type -> builder(settings, device). Add new embedder engines here.
 EMBEDDER_BUILDERS: dict[str, Callable[[Any, str], FaceEmbedder]] = {
     "dlib": _dlib_embedder,
     "onnx": _onnx_embedder,
+    "paddlex": _paddle_embedder,
+    "paddle": _paddle_embedder,
 }
 
 
