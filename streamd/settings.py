@@ -337,8 +337,9 @@ class IndexSettings(StrictModel):
     dir: Path = Field(Path("/var/lib/streamd/index"), description="Directory holding vector.index and id_map.yaml.")
     rec_threshold: float | None = Field(
         None,
-        description="Minimum similarity for a name (cosine for IP indexes). Unset = the embedder's "
-        "calibrated default. Higher means fewer wrong names but more unknowns.",
+        description="Minimum similarity for a name: the cosine for IP indexes, and 1 - d²/2 (the same "
+        "cosine on unit vectors) for L2 indexes, where PaddleX would compare the raw distance. Unset = "
+        "the embedder's calibrated default. Higher means fewer wrong names but more unknowns.",
     )
     rec_topk: int = Field(5, ge=1, le=100, description="Gallery hits returned per face.")
     margin: float = Field(

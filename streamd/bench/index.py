@@ -105,6 +105,14 @@ def bench_type(
     return row
 
 
+def _count(n: int) -> str:
+    """100000 -> 100k, 1500000 -> 1.5M."""
+    for size, suffix in ((1_000_000, "M"), (1_000, "k")):
+        if n >= size and n % (size // 10) == 0:
+            return f"{n / size:g}{suffix}"
+    return str(n)
+
+
 def _fmt(value: float | None, digits: int = 1) -> str:
     return "n/a" if value is None else f"{value:.{digits}f}"
 
@@ -135,13 +143,12 @@ def command(vectors: int, dim: int, batch: int, queries: int, repeats: int, topk
         f"streamd bench index: {vectors} x {dim}-d random unit vectors (seed {seed}), batch {batch}, "
         f"1 thread, IP, median of {repeats} runs, {len(q)} single-vector queries (top-{topk})"
     )
-    header = (
-        f"{'type':<7} {'query ms':>9} {'target':>9} {'recall@1':>8} {'build ' + str(vectors):>13} "
-        f"{'build ' + str(batch):>11} {'append ' + str(batch):>12} {'remove ' + str(batch):>12} "
-        f"{'save ms':>8} {'load ms':>8}"
+    n, b = _count(vectors), _count(batch)
+    click.echo("all times in ms; query = one vector against the whole gallery")
+    click.echo(
+        f"{'type':<7} {'query':>7} {'target':>10} {'recall@1':>8} {'build ' + n:>11} {'build ' + b:>10} "
+        f"{'append ' + b:>11} {'remove ' + b:>11} {'save ' + n:>10} {'load ' + n:>10}"
     )
-    click.echo(header)
-    click.echo("(all times ms)")
     with tempfile.TemporaryDirectory(prefix="streamd-bench-index-") as tmp:
         for kind in kinds:
             row = bench_type(kind, base, extra, q, truth, repeats=repeats, topk=topk, workdir=Path(tmp))
@@ -149,7 +156,7 @@ def command(vectors: int, dim: int, batch: int, queries: int, repeats: int, topk
             mark = "" if target is None else ("ok" if row["query"] <= target else "MISS")  # type: ignore[operator]
             target_text = "-" if target is None else f"<={target:g} {mark}"
             click.echo(
-                f"{kind:<7} {_fmt(row['query'], 3):>9} {target_text:>9} {_fmt(row['recall'], 3):>8} "
-                f"{_fmt(row['build_full'], 0):>13} {_fmt(row['build_batch'], 0):>11} {_fmt(row['append'], 0):>12} "
-                f"{_fmt(row['remove'], 0):>12} {_fmt(row['save'], 0):>8} {_fmt(row['load'], 0):>8}"
+                f"{kind:<7} {_fmt(row['query'], 3):>7} {target_text:>10} {_fmt(row['recall'], 3):>8} "
+                f"{_fmt(row['build_full'], 0):>11} {_fmt(row['build_batch'], 0):>10} {_fmt(row['append'], 0):>11} "
+                f"{_fmt(row['remove'], 0):>11} {_fmt(row['save'], 0):>10} {_fmt(row['load'], 0):>10}"
             )
