@@ -86,7 +86,8 @@ class ImageLoader:
         try:
             return decode_image(data, name=where, max_pixels=self.settings.max_image_pixels)
         except ImageError as exc:
-            raise ApiError(422, str(exc)) from None
+            # decode_image names the engine's setting; the API's cap is its own.
+            raise ApiError(422, str(exc).replace("engine.max_image_pixels", "http.max_image_pixels")) from None
 
     @staticmethod
     def decode_base64(value: str, *, where: str) -> bytes:

@@ -14,10 +14,11 @@ slow embedding never blocks /metrics or /healthz.
 
 from __future__ import annotations
 
+import re
 from typing import Any, Optional
 
 from fastapi import FastAPI
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 
 from streamd.server.config import HttpSettings
 from streamd.server.envelope import ERROR_RESPONSES, ResultResponse, new_log_id
@@ -30,6 +31,7 @@ FACE_ENDPOINTS = (BUILD_INDEX_ENDPOINT, ADD_IMAGES_TO_INDEX_ENDPOINT, REMOVE_IMA
 
 _IMAGE_DOC = "The URL of an image file the server may fetch (see http.allowed_url_prefixes), or the base64 of the file."
 _INT64_MAX = 2**63 - 1
+_FORBIDDEN_IN_LABEL = re.compile(r"[/+#\x00-\x1f\x7f]")
 
 
 class ImageLabelPair(BaseModel):
@@ -37,10 +39,18 @@ class ImageLabelPair(BaseModel):
     label: str = Field(
         min_length=1,
         max_length=256,
-        pattern=r"^[^/+#\x00-\x1f\x7f]*\S[^/+#\x00-\x1f\x7f]*$",
         description="The person's label. Not blank; no '/', '+', '#' or control characters (labels become "
         "MQTT topic levels).",
     )
+
+    @field_validator("label")
+    @classmethod
+    def _label_is_a_topic_level(cls, label: str) -> str:
+        if not label.strip():
+            raise ValueError("label is blank")
+        if _FORBIDDEN_IN_LABEL.search(label):
+            raise ValueError("label must not contain '/', '+', '#' or control characters (it becomes an MQTT topic level)")
+        return label
 
 
 class BuildIndexRequest(BaseModel):
