@@ -16,6 +16,7 @@ import socket
 import subprocess
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +26,7 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from conftest import free_port
+from streamd.types import IdentityEvent
 
 MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
 MOSQUITTO_PASSWD = shutil.which("mosquitto_passwd") or "/usr/bin/mosquitto_passwd"
@@ -259,3 +261,31 @@ class Subscriber:
     def close(self) -> None:
         self.client.disconnect()
         self.client.loop_stop()
+
+
+def make_event(
+    camera: str = "door",
+    type: str = "new",
+    label: str | None = None,
+    *,
+    track_id: int = 1,
+    decided_at: float | None = None,
+) -> IdentityEvent:
+    """A track event as the pipeline makes it (frame 40 ms before the decision)."""
+    decided = time.time() if decided_at is None else decided_at
+    return IdentityEvent(
+        event_id=uuid.uuid4().hex,
+        type=type,
+        camera=camera,
+        track_id=track_id,
+        label=label,
+        score=0.71 if label else 0.0,
+        margin=0.2 if label else 0.0,
+        box=(100.0, 80.0, 180.0, 170.0),
+        frame_ts=decided - 0.04,
+        decided_at=decided,
+        evidence=3 if label else 0,
+        duration_s=2.5 if type == "end" else None,
+        zones=("porch",),
+        snapshot=f"{camera}/{track_id}.jpg",
+    )

@@ -86,8 +86,10 @@ _SPOOL_EXPIRY_EVERY_S = 10.0
 
 @dataclass
 class _InFlight:
+    """An event sent on the current connection: the message ids (one per topic) not yet acknowledged."""
+
     type: str
-    mids: set[int] = field(default_factory=set)
+    mids: dict[int, str] = field(default_factory=dict)  # mid -> topic
     failure: str | None = None
 
 
@@ -172,6 +174,9 @@ class MqttPublisher:
         self._unsent: deque[str] = deque()
         self._sent: dict[str, _InFlight] = {}
         self._mids: dict[int, str] = {}
+        # Topics of an event the broker already acknowledged, kept across a requeue so that a resend
+        # after a reconnect does not repeat them (fewer duplicates than resending both).
+        self._acked_topics: dict[str, set[str]] = {}
         self._link_up = False
         self._announce = False
         self._closing = False
@@ -316,8 +321,10 @@ class MqttPublisher:
             client = paho.Client(
                 CallbackAPIVersion.VERSION2, client_id=s.client_id, protocol=paho.MQTTv311, clean_session=False
             )
-        # paho logs packet flags (u1, p1), never the user name's password.
-        client.enable_logger(logging.getLogger(f"{__name__}.paho"))
+        # paho's own messages go to debug: what a user needs is logged once, clearly, by us. paho
+        # logs packet flags (u1, p1), never the password.
+        paho_log = logging.getLogger(f"{__name__}.paho")
+        client.on_log = lambda _client, _userdata, _level, text: paho_log.debug("%s", text)
         if s.username:
             client.username_pw_set(s.username, s.resolve_password())
         if s.tls:
@@ -425,9 +432,11 @@ class MqttPublisher:
         entry = self._sent.get(name) if name is not None else None
         if entry is None:
             return  # a retained state message, or an event requeued by a disconnect
-        entry.mids.discard(mid)
+        topic = entry.mids.pop(mid, None)
         if reason is not None and reason.is_failure:
             entry.failure = str(reason)
+        elif topic is not None:
+            self._acked_topics.setdefault(name, set()).add(topic)
         if not entry.mids:
             self._complete(name)
 
@@ -620,9 +629,11 @@ class MqttPublisher:
             name = self._unsent.popleft()
             record = self._spool.read(name)
             if record is None:
+                self._acked_topics.pop(name, None)
                 continue  # dropped by a bound meanwhile
             event = record.payload
             if self._too_old(event, now):
+                self._acked_topics.pop(name, None)
                 self._spool.remove(name)
                 self._count_drop("too_old", 1)
                 continue
@@ -646,7 +657,10 @@ class MqttPublisher:
         entry = _InFlight(type=str(event.get("type")))
         # Registered before publishing: a disconnect inside publish() requeues it in order.
         self._sent[name] = entry
+        done = self._acked_topics.get(name, set())
         for topic in (self.topics.events, self.topics.camera_events(str(event["camera"]))):
+            if topic in done:
+                continue
             info = self._publish(topic, data, retain=False)
             if not self._link_up or self._sent.get(name) is not entry:
                 return  # the link dropped inside publish(); _requeue put this event back
@@ -654,13 +668,14 @@ class MqttPublisher:
                 return  # not sent; the coming disconnect requeues it
             if info.is_published():
                 continue  # QoS 0: written already, nothing to wait for
-            entry.mids.add(info.mid)
+            entry.mids[info.mid] = topic
             self._mids[info.mid] = name
         if not entry.mids:
             self._complete(name)
 
     def _complete(self, name: str) -> None:
         entry = self._sent.pop(name)
+        self._acked_topics.pop(name, None)
         self._spool.remove(name)
         if entry.failure:
             log.error("MQTT broker refused event %s: %s; dropped", name, entry.failure)
