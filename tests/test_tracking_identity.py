@@ -86,6 +86,23 @@ def test_a_known_decision_reports_score_margin_and_evidence():
     assert d.margin == pytest.approx((alex - unknown) / (alex + unknown))
 
 
+@pytest.mark.parametrize(
+    ("observations", "margin", "evidence", "runner_up"),
+    [
+        ([obs("alex")] * 2, -1.0, 0, "alex"),  # a name leads, on too few observations
+        ([low()] * 5, 1.0, 5, None),
+        ([obs("alex")] * 3 + [low()] * 4, (4 * 0.45 - 3 * 0.7) / (4 * 0.45 + 3 * 0.7), 4, "alex"),
+        ([obs("alex")] * 3 + [obs("bob")] * 3, 0.0, 3, "bob"),
+    ],
+)
+def test_margin_and_evidence_of_unknown_and_tie(observations, margin, evidence, runner_up):
+    # given / when
+    d = decide(tally(observations, RULES), None, RULES)
+    # then the margin is the outcome's share minus the best other's, evidence the agreeing count
+    assert d.margin == pytest.approx(margin)
+    assert (d.evidence, d.runner_up) == (evidence, runner_up)
+
+
 def test_the_runner_up_is_named():
     # given / when
     d = decide(tally([obs("alex")] * 4 + [obs("bob")] * 2, RULES), None, RULES)

@@ -363,3 +363,16 @@ def test_quality_figures_must_match_the_faces():
     # given / when / then
     with pytest.raises(ValueError, match="camera cam: 2 faces but 1 quality figures"):
         tracker().associate(0.0, 0, [face(100), face(400)], [0.5])
+
+
+def test_at_low_sample_rates_a_track_survives_two_sample_intervals():
+    # given samples every 1.5 s (keyframes only) and max_lost_s = 2
+    t = tracker(max_lost_s=2.0)
+    for k in range(3):
+        step(t, k * 1.5, [face(100)])
+    # when one sample misses the face (3 s unseen at the next one, over max_lost_s)
+    step(t, 4.5, [])
+    association, updates = step(t, 6.0, [face(100)])
+    # then the track lives on: the limit is two intervals (3 s)
+    assert t.lost_after_s == pytest.approx(3.0)
+    assert association.ended == () and ids(updates) == [1]

@@ -64,8 +64,9 @@ class TrackingSettings(BaseModel):
     max_lost_s: float = Field(
         2.0,
         gt=0.0,
-        description="Seconds a track survives without a detection (a turned head, a missed frame). "
-        "Longer keeps ids through misses but delays `end` events by as much.",
+        description="Seconds a track survives without a detection (a turned head, a missed frame); at "
+        "least two sample intervals at low sample rates. Longer keeps ids through misses but delays "
+        "`end` events by as much.",
     )
     min_hits: int = Field(
         2,

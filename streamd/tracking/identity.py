@@ -163,9 +163,13 @@ class TrackDecision:
     """Who a track is: ``label`` is None unless ``outcome`` is ``known``.
 
     ``score`` is the weighted mean similarity of the label's votes (for unknown and tie, of the
-    closest label's). ``margin`` is the label's vote share minus the best other candidate's
-    (another label or unknown). ``evidence`` is the number of observations that agree with the
-    outcome; ``observations`` all of the track's.
+    closest label's, or the mean best similarity when no observation reached ``min_score``).
+    ``margin`` is the vote share of the outcome minus that of the best other candidate: for
+    ``known`` the label's minus the runner-up label's or unknown's, for ``tie`` the best label's
+    minus the runner-up's, for ``unknown`` unknown's minus the best label's (negative when a name
+    leads on too few observations). ``evidence`` is the number of observations that agree with the
+    outcome (for a tie, with the best label); ``observations`` all of the track's. ``runner_up``
+    names the closest other label (for unknown, the closest label).
     """
 
     outcome: Outcome
@@ -203,17 +207,21 @@ def _candidate(t: Tally, rules: DecisionRules) -> TrackDecision:
     ranked = _ranked(t)
     unknown_share = t.unknown.weight / total
     if not ranked:
-        return TrackDecision("unknown", None, t.unknown.score, unknown_share, t.unknown.count, n, "mostly_unknown")
+        return TrackDecision("unknown", None, t.unknown.score, 1.0, t.unknown.count, n, "mostly_unknown")
     best, votes = ranked[0]
     share = votes.weight / total
     runner_up, second_share = (ranked[1][0], ranked[1][1].weight / total) if len(ranked) > 1 else (None, 0.0)
-    margin = share - max(second_share, unknown_share)
+
+    def unknown(reason: str) -> TrackDecision:
+        return TrackDecision("unknown", None, votes.score, unknown_share - share, t.unknown.count, n, reason, best)
+
     if votes.count < rules.min_votes:
-        return TrackDecision("unknown", None, votes.score, margin, votes.count, n, "thin_evidence", best)
+        return unknown("thin_evidence")
     if share - unknown_share < rules.min_margin:
-        return TrackDecision("unknown", None, votes.score, margin, t.unknown.count, n, "mostly_unknown", best)
+        return unknown("mostly_unknown")
     if share - second_share < rules.min_margin:
-        return TrackDecision("tie", None, votes.score, margin, votes.count, n, "tie", runner_up)
+        return TrackDecision("tie", None, votes.score, share - second_share, votes.count, n, "tie", runner_up)
+    margin = share - max(second_share, unknown_share)
     return TrackDecision("known", best, votes.score, margin, votes.count, n, "agreed", runner_up)
 
 

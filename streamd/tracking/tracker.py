@@ -25,6 +25,7 @@ are recorded on the track. A caller that already has vectors passes them to ``as
 from __future__ import annotations
 
 import math
+from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -44,6 +45,10 @@ MAX_PREDICTION_S = 1.0
 #: Share of the previous velocity kept when a new displacement is measured (box centres jitter
 #: by a few pixels from one detection to the next).
 VELOCITY_MOMENTUM = 0.5
+
+#: A confirmed track survives at least this many sample intervals without a detection, whatever
+#: max_lost_s says: at 0.5 samples per second (keyframes only) one missed sample must not end it.
+MIN_LOST_SAMPLES = 2
 
 _GATED = 1e6  # cost of a pair the gates forbid
 
@@ -187,6 +192,7 @@ class FaceTracker:
         self._next_id = 1
         self._frame_no = 0
         self._last_ts: float | None = None
+        self._intervals: deque[float] = deque(maxlen=9)
         self._pending: Association | None = None
 
     @property
@@ -257,13 +263,23 @@ class FaceTracker:
         )
         return self._pending
 
+    @property
+    def lost_after_s(self) -> float:
+        """How long a track survives unseen: max_lost_s, or two sample intervals (median) if longer."""
+        interval = float(np.median(self._intervals)) if self._intervals else 0.0
+        return max(self.settings.max_lost_s, MIN_LOST_SAMPLES * interval)
+
     def _expire(self, ts: float) -> list[Track]:
         if self._last_ts is not None and ts < self._last_ts:
             # Time went backwards: the stream restarted, nothing carries over.
+            self._intervals.clear()
             gone, self._tracks = self._tracks, []
         else:
-            gone = [t for t in self._tracks if ts - t.last_ts > self.settings.max_lost_s]
-            self._tracks = [t for t in self._tracks if ts - t.last_ts <= self.settings.max_lost_s]
+            if self._last_ts is not None and ts > self._last_ts:
+                self._intervals.append(ts - self._last_ts)
+            limit = self.lost_after_s
+            gone = [t for t in self._tracks if ts - t.last_ts > limit]
+            self._tracks = [t for t in self._tracks if ts - t.last_ts <= limit]
         return [t for t in gone if t.confirmed]
 
     def _link(
