@@ -480,3 +480,41 @@ def test_a_port_in_use_fails_start_with_one_clear_line(parts):
     # then
     assert str(err.value) == f"http: cannot listen on 127.0.0.1:{port} (Address already in use)"
     assert server.running is False
+
+
+# --------------------------------------------------------------------------- wiring from Settings
+
+
+def test_create_server_from_settings_reports_index_readiness():
+    # given
+    from streamd.index.holder import IndexHolder
+    from streamd.index.library import FeatureLibrary
+    from streamd.server.app import create_server
+    from streamd.settings import load_settings
+
+    settings = load_settings(overrides={"http": {"port": free_port()}})
+    holder = IndexHolder()
+    server = create_server(settings, Metrics(), holder, readiness={"mqtt": lambda: None})
+
+    # when
+    with server:
+        before = httpx.get(f"{server.url}/readyz")
+        holder.swap(FeatureLibrary.create(8), "test")
+        after = httpx.get(f"{server.url}/readyz")
+
+    # then
+    assert server.port == settings.http.port
+    assert (before.status_code, before.json()["checks"]) == (503, {"index": "no serving index loaded yet", "mqtt": "ok"})
+    assert (after.status_code, after.json()["checks"]) == (200, {"index": "ok", "mqtt": "ok"})
+
+
+def test_create_server_is_none_when_http_is_disabled():
+    # given
+    from streamd.index.holder import IndexHolder
+    from streamd.server.app import create_server
+    from streamd.settings import load_settings
+
+    settings = load_settings(overrides={"http": {"enabled": False}})
+
+    # then
+    assert create_server(settings, Metrics(), IndexHolder()) is None

@@ -220,3 +220,43 @@ def _add_unavailable_face_routes(app: FastAPI) -> None:
         @app.post(path, tags=["face recognition"], include_in_schema=False)
         def unavailable() -> None:
             raise ApiError(503, "face recognition is not available in this process (no engine loaded)")
+
+
+# --------------------------------------------------------------------------- wiring
+
+
+def index_readiness(holder: Any) -> ReadinessCheck:
+    """A readiness check: ready once an index (even an empty one) is being served."""
+
+    def check() -> str | None:
+        return None if holder.get() is not None else "no serving index loaded yet"
+
+    return check
+
+
+def create_server(
+    settings: Any,
+    metrics: Metrics,
+    holder: Any,
+    *,
+    engine: Any = None,
+    readiness: Mapping[str, ReadinessCheck] | None = None,
+    cameras: CameraProvider | None = None,
+    recent: RecentEvents | None = None,
+    log_level: str = "warning",
+) -> Any:
+    """The daemon's HTTP server from the whole ``Settings`` (not started); None when ``http.enabled`` is false.
+
+    ``engine`` (a FaceEngine) enables the PaddleX endpoints; ``holder`` (an IndexHolder) is the
+    serving index they and /readyz use ("index" is added to ``readiness`` unless given).
+    """
+    from streamd.server.face_api import FaceApi
+    from streamd.server.runner import HttpServer
+
+    http: HttpSettings = settings.http
+    if not http.enabled:
+        return None
+    checks = {"index": index_readiness(holder), **(readiness or {})}
+    face_api = FaceApi.from_settings(settings, engine, holder) if engine is not None else None
+    app = create_app(http, metrics, readiness=checks, cameras=cameras, recent=recent, face_api=face_api)
+    return HttpServer.from_settings(http, app, log_level=log_level)

@@ -30,6 +30,7 @@ class HttpServer:
         self._thread: threading.Thread | None = None
         self._socket: socket.socket | None = None
         self._error: BaseException | None = None
+        self._bound_port = 0
 
     @classmethod
     def from_settings(cls, settings: Any, app: Any, *, log_level: str = "warning") -> "HttpServer":
@@ -46,9 +47,7 @@ class HttpServer:
     @property
     def port(self) -> int:
         """The port actually listened on (the kernel's choice when 0 was asked), once started."""
-        if self._socket is not None:
-            return self._socket.getsockname()[1]
-        return self._requested_port
+        return self._bound_port or self._requested_port
 
     @property
     def url(self) -> str:
@@ -110,7 +109,7 @@ class HttpServer:
         except OSError as exc:
             sock.close()
             raise StreamdError(f"http: cannot listen on {self.host}:{self._requested_port} ({exc.strerror})") from None
-        sock.set_inheritable(True)
+        self._bound_port = sock.getsockname()[1]
         return sock
 
     def _run(self) -> None:
