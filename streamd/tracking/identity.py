@@ -25,10 +25,10 @@ Everything here is pure: frozen values in, frozen values out.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from types import MappingProxyType
-from typing import Literal, Mapping
+from typing import Literal
 
 from streamd.tracking.config import TrackingSettings
 from streamd.types import Match
