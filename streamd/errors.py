@@ -23,3 +23,17 @@ class ImageError(StreamdError):
 
 class FeatureLibraryError(StreamdError):
     """A feature library on disk is missing, corrupt, inconsistent or made by another model."""
+
+
+class SourceError(StreamdError):
+    """A camera or video source cannot be opened or read; ``kind`` says how (a metric label).
+
+    Kinds: ``open`` (cannot connect or open), ``no_video`` (no video stream), ``device`` (USB
+    device missing or busy), ``stall`` (no frame within the stall timeout), ``eof`` (a live
+    stream ended), ``decode`` (too many undecodable packets), ``interrupted`` (stopped).
+    The message names the camera and never holds a password.
+    """
+
+    def __init__(self, message: str, kind: str = "open") -> None:
+        super().__init__(message)
+        self.kind = kind

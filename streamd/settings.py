@@ -23,6 +23,7 @@ from pydantic_settings import (
 from streamd.errors import ConfigError
 from streamd.server.config import HttpSettings
 from streamd.sinks.config import MqttSettings
+from streamd.sources.config import CameraSettings, check_unique_names
 from streamd.snapshots import SnapshotSettings
 from streamd.tracking.config import TrackingSettings
 
@@ -371,6 +372,10 @@ class Settings(BaseSettings):
         validate_assignment=True,
     )
 
+    cameras: list[CameraSettings] = Field(
+        default_factory=list,
+        description="The cameras to watch (streamd.sources.config.CameraSettings); names must be unique.",
+    )
     engine: EngineSettings = Field(default_factory=EngineSettings)
     index: IndexSettings = Field(default_factory=IndexSettings)
     gallery: GallerySettings = Field(default_factory=GallerySettings)
@@ -391,6 +396,12 @@ class Settings(BaseSettings):
         # Environment first so that STREAMD_* overrides what the YAML file (passed as init
         # values by load_settings) says.
         return (env_settings, init_settings, file_secret_settings)
+
+    @field_validator("cameras")
+    @classmethod
+    def _unique_camera_names(cls, cameras: list[CameraSettings]) -> list[CameraSettings]:
+        # Names key MQTT topics, metric labels and snapshot folders: two cameras must not share one.
+        return check_unique_names(cameras)
 
 
 def _format_errors(err: ValidationError, source: str) -> str:

@@ -1,0 +1,170 @@
+"""Test helpers for video sources: a real RTSP server process and H.264 clips made from real faces.
+
+``RtspServer`` runs tools/rtsp_server.py (GStreamer's RTSP server, Debian packages) on a free
+loopback port; it can be paused (SIGSTOP: the socket stays open but silent, a stuck read),
+stopped and restarted on the same port. Skips when GStreamer's RTSP server is not installed,
+except under CI=true where that is a failure.
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import PROJECT_ROOT, free_port
+
+SERVER_SCRIPT = PROJECT_ROOT / "tools" / "rtsp_server.py"
+SYSTEM_PYTHON = "/usr/bin/python3"
+HAMILTON = Path("video/faces/ageitgey_short_hamilton_clip.mp4")
+
+
+def require_rtsp_server() -> None:
+    """Skip (or fail under CI) unless GStreamer's RTSP server and PyGObject are installed."""
+    probe = subprocess.run(
+        [SYSTEM_PYTHON, "-c", "import gi; gi.require_version('GstRtspServer', '1.0'); "
+         "from gi.repository import GstRtspServer"],
+        capture_output=True,
+        text=True,
+    ) if os.path.exists(SYSTEM_PYTHON) else None
+    if probe is not None and probe.returncode == 0:
+        return
+    message = "GStreamer's RTSP server is not installed (apt-get install -y python3-gi gir1.2-gst-rtsp-server-1.0 ...)"
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(f"{message}; CI=true requires it", pytrace=False)
+    pytest.skip(message)
+
+
+class RtspServer:
+    """tools/rtsp_server.py serving ``file`` at ``rtsp://127.0.0.1:<port>/live``."""
+
+    def __init__(self, file: Path, port: int | None = None, path: str = "/live") -> None:
+        self.file = Path(file)
+        self.port = port or free_port()
+        self.path = path
+        self.proc: subprocess.Popen[str] | None = None
+        self.log: list[str] = []
+
+    @property
+    def url(self) -> str:
+        return f"rtsp://127.0.0.1:{self.port}{self.path}"
+
+    def url_with(self, user: str, password: str) -> str:
+        return f"rtsp://{user}:{password}@127.0.0.1:{self.port}{self.path}"
+
+    def start(self, timeout: float = 15.0) -> RtspServer:
+        """Start the server and wait for its ``ready`` line (retrying while the port is still held)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            self.proc = subprocess.Popen(
+                [SYSTEM_PYTHON, str(SERVER_SCRIPT), "--file", str(self.file), "--port", str(self.port),
+                 "--path", self.path],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+            )
+            line = self._read_line(deadline)
+            if line.startswith("ready"):
+                threading.Thread(target=self._drain, args=(self.proc,), daemon=True).start()
+                return self
+            self.proc.wait(5)
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"RTSP server did not start: {line!r} {self.log}")
+            time.sleep(0.3)  # e.g. the port of a just-stopped server is not free yet
+
+    def _read_line(self, deadline: float) -> str:
+        assert self.proc is not None and self.proc.stdout is not None
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([self.proc.stdout], [], [], 0.2)
+            if ready:
+                line = self.proc.stdout.readline()
+                if not line:
+                    return ""
+                self.log.append(line.rstrip())
+                return line.strip()
+        return ""
+
+    def _drain(self, proc: subprocess.Popen[str]) -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            self.log.append(line.rstrip())
+
+    def stop(self) -> None:
+        """Terminate the server (clients see the connection close)."""
+        proc, self.proc = self.proc, None
+        if proc is None:
+            return
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGCONT)  # a paused process cannot handle SIGTERM
+            proc.terminate()
+            try:
+                proc.wait(5)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(5)
+
+    def pause(self) -> None:
+        """Freeze the server: connections stay open but no data flows (a read blocks)."""
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGCONT)
+
+    def __enter__(self) -> RtspServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def wait_for(predicate, timeout: float, interval: float = 0.05) -> bool:  # type: ignore[no-untyped-def]
+    """Poll ``predicate`` until it is true or ``timeout`` seconds pass; answers its last value."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(interval)
+    return bool(predicate())
+
+
+def camera_threads() -> list[threading.Thread]:
+    """Live camera threads (they are named streamd-camera-<name>)."""
+    return [t for t in threading.enumerate() if t.name.startswith("streamd-camera-")]
+
+
+if __name__ == "__main__":  # pragma: no cover - manual use: python tests/rtsp.py FILE
+    with RtspServer(Path(sys.argv[1])) as server:
+        print(server.url)
+        signal.pause()
+
+
+# ---------------------------------------------------------------------------- clips
+
+
+def make_clip(tmp_path_factory: pytest.TempPathFactory, faces_dir: Path, name: str, **kwargs: object) -> Path:
+    """An H.264 clip re-encoded from the real Hamilton clip, made once per test session and ``name``."""
+    from streamd.sources.clips import encode_h264
+
+    folder = tmp_path_factory.getbasetemp() / "clips"
+    folder.mkdir(exist_ok=True)
+    path = folder / name
+    if not path.exists():
+        partial = path.with_name("partial-" + name)
+        encode_h264(faces_dir / HAMILTON, partial, **kwargs)  # type: ignore[arg-type]
+        partial.rename(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def clip_720p(tmp_path_factory: pytest.TempPathFactory, faces_dir: Path) -> Path:
+    """6 s of 1280x720 25 fps H.264 with a keyframe every 25 frames (1 s), from real faces."""
+    return make_clip(tmp_path_factory, faces_dir, "hamilton-720p-gop25.mp4", seconds=6.0)
