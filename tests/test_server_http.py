@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import socket
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -518,3 +519,44 @@ def test_create_server_is_none_when_http_is_disabled():
 
     # then
     assert create_server(settings, Metrics(), IndexHolder()) is None
+
+
+class _BlockedFaceApi:
+    """A face API whose infer waits until released: stands for slow recognition on every worker thread."""
+
+    def __init__(self) -> None:
+        self.release = threading.Event()
+        self.entered = threading.Semaphore(0)
+
+    def infer(self, image: str, **kwargs) -> dict:
+        self.entered.release()
+        self.release.wait(30)
+        return {"faces": []}
+
+
+def test_probes_answer_while_every_worker_thread_is_busy(parts):
+    # given: more blocked recognition requests than the server has worker threads (40)
+    face_api = _BlockedFaceApi()
+    app = create_app(HttpSettings(), parts[0], readiness=parts[3], face_api=face_api)
+    with HttpServer(app) as server:
+        with httpx.Client(base_url=server.url, timeout=30) as client:
+            busy = [
+                threading.Thread(target=client.post, args=("/face-recognition-infer",), kwargs={"json": {"image": "x"}})
+                for _ in range(45)
+            ]
+            for thread in busy:
+                thread.start()
+            for _ in range(40):
+                assert face_api.entered.acquire(timeout=10)
+
+            # when
+            with httpx.Client(base_url=server.url, timeout=5) as probe:
+                health = probe.get("/healthz").status_code
+                ready = probe.get("/readyz").status_code
+                scraped = probe.get("/metrics").status_code
+            face_api.release.set()
+            for thread in busy:
+                thread.join(10)
+
+    # then
+    assert (health, ready, scraped) == (200, 200, 200)

@@ -303,12 +303,16 @@ def test_image_urls_are_fetched_only_from_allowed_prefixes(serve, photo_origin):
 # --------------------------------------------------------------------------- errors
 
 
-@pytest.fixture
-def built(serve, photo) -> tuple[httpx.Client, str]:
-    client = serve(HttpSettings(max_images_per_request=2), decision=DecisionSettings(multiple_faces="skip"))
-    key = _ok(client.post("/face-recognition-index-build", json={
-        "imageLabelPairs": [{"image": b64(photo("Hugo_Chavez", 1)), "label": "Hugo_Chavez"}]}))["indexKey"]
-    return client, key
+@pytest.fixture(scope="module")
+def built(engine, photo) -> Iterator[tuple[httpx.Client, str]]:
+    """One server with one keyed index, shared by the error cases (none of them changes it)."""
+    http = HttpSettings(max_images_per_request=2)
+    face_api = FaceApi(engine, IndexHolder(), http=http, decision=DecisionSettings(multiple_faces="skip"))
+    with HttpServer(create_app(http, Metrics(), face_api=face_api)) as server, \
+            httpx.Client(base_url=server.url, timeout=60) as client:
+        key = _ok(client.post("/face-recognition-index-build", json={
+            "imageLabelPairs": [{"image": b64(photo("Hugo_Chavez", 1)), "label": "Hugo_Chavez"}]}))["indexKey"]
+        yield client, key
 
 
 @pytest.mark.parametrize(

@@ -132,14 +132,16 @@ def _add_operations_routes(
     recent: RecentEvents | None,
 ) -> None:
     registry = metrics.registry
+    # The probes are async: they run on the event loop, so they answer even while every worker
+    # thread is busy with face recognition requests.
 
     @app.get("/metrics", tags=["operations"], response_class=Response, summary="Prometheus metrics")
-    def get_metrics(request: Request) -> Response:
+    async def get_metrics(request: Request) -> Response:
         encoder, content_type = choose_encoder(request.headers.get("accept", ""))
         return Response(encoder(registry), media_type=content_type)
 
     @app.get("/healthz", tags=["operations"], summary="The process is alive")
-    def healthz() -> dict[str, str]:
+    async def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
     @app.get(
@@ -148,14 +150,14 @@ def _add_operations_routes(
         summary="Engine, index and outputs are ready",
         responses={503: {"description": "Not ready; checks say why"}},
     )
-    def readyz() -> JSONResponse:
+    async def readyz() -> JSONResponse:
         results = {name: _run_check(check) for name, check in readiness.items()}
         ready = all(reason is None for reason in results.values())
         body = {"ready": ready, "checks": {name: reason or "ok" for name, reason in results.items()}}
         return JSONResponse(body, status_code=200 if ready else 503)
 
     @app.get("/health", tags=["operations"], summary="PaddleX serving's health probe", response_model=NoResultResponse)
-    def paddlex_health() -> NoResultResponse:
+    async def paddlex_health() -> NoResultResponse:
         return NoResultResponse(logId=new_log_id(), errorCode=0, errorMsg="Healthy")
 
     @app.get(
