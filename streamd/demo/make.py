@@ -95,6 +95,7 @@ def make_demo(
     files.root.mkdir(parents=True, exist_ok=True)
     (files.root / _STAMP).unlink(missing_ok=True)
     packages = PackageFiles(Path(download_dir) if download_dir else files.downloads, use_installed=use_installed)
+    packages.prefetch(scene.ALL_FILES)
 
     gallery_lines = _write_gallery(files.gallery, packages)
     log(f"gallery: {len(gallery_lines)} images of {sum(p.enrolled for p in scene.PEOPLE)} people in {files.gallery}")

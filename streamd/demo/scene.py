@@ -64,6 +64,9 @@ EXPECTED_SIZE: dict[PackageFile, tuple[int, int]] = {
     BRICK: (512, 512),
 }
 
+#: Every package file the demo reads.
+ALL_FILES: tuple[PackageFile, ...] = tuple(EXPECTED_SIZE)
+
 # ---------------------------------------------------------------------------------------- cast
 
 
