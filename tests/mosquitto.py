@@ -263,6 +263,16 @@ class Subscriber:
         self.client.loop_stop()
 
 
+def wait_until(condition: Callable[[], bool], timeout: float = 10.0) -> bool:
+    """Poll ``condition`` until true; False on timeout."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
+    return True
+
+
 def make_event(
     camera: str = "door",
     type: str = "new",

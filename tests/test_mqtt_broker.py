@@ -22,7 +22,7 @@ import jsonschema
 import numpy as np
 import pytest
 
-from mosquitto import Mosquitto, Received, Subscriber, make_event, make_pki
+from mosquitto import Mosquitto, Received, Subscriber, make_event, make_pki, wait_until
 from streamd.metrics import Metrics
 from streamd.sinks.config import MqttSettings
 from streamd.sinks.mqtt import MqttPublisher
@@ -143,6 +143,9 @@ def test_payloads_match_schemas_and_state_is_retained(
     assert door[1]["latency_ms"] == pytest.approx(40.0, abs=0.2)
     assert metrics.events_published.labels("identified")._value.get() == 1
     assert metrics.mqtt_connected._value.get() == 1
+    # a persistent session: clean session / clean start off (mosquitto logs "(p2, c0" / "(p5, c0")
+    level = "p2" if protocol == "3.1.1" else "p5"
+    assert f"as {publisher.settings.client_id} ({level}, c0," in broker.log()
 
     # and the state topics are valid
     presence = events_on(sub, "streamd/presence/alice")[-1]
@@ -167,19 +170,43 @@ def test_payloads_match_schemas_and_state_is_retained(
     assert not [m for m in late.messages if m.topic.endswith("/events")]
 
 
-def test_clean_stop_publishes_offline_retained(broker: Mosquitto, tmp_path: Path, make_subscriber) -> None:
-    # given a connected publisher
+def test_clean_stop_flushes_then_publishes_offline_retained(
+    broker: Mosquitto, tmp_path: Path, make_subscriber
+) -> None:
+    # given a connected publisher with events just queued
+    sub = make_subscriber(broker, ["streamd/events", "streamd/available"])
     publisher = MqttPublisher(settings_for(broker, tmp_path))
     publisher.start()
     assert publisher.wait_connected(10)
+    events = [make_event("door", "new", None, track_id=i) for i in range(3)]
+    for event in events:
+        publisher.publish_event(event)
 
-    # when it stops
+    # when it stops at once
     publisher.stop(2.0)
 
-    # then availability is offline, retained
+    # then the events were sent first, then availability went offline, retained; the spool is empty
+    assert sub.wait_for(lambda ms: ms and ms[-1].payload == b"offline")
+    got = [m for m in sub.messages if m.topic == "streamd/events"]
+    assert [json.loads(m.payload)["event_id"] for m in got] == [e.event_id for e in events]
+    assert publisher.spool_depth == 0
     late = make_subscriber(broker, ["streamd/available"])
     assert late.wait_for(lambda ms: len(ms) == 1)
     assert late.messages[0] == Received("streamd/available", b"offline", True, 1)
+
+
+def test_full_queue_drops_and_counts_without_blocking(tmp_path: Path) -> None:
+    # given a publisher whose queue holds one event and whose thread is not running
+    metrics = Metrics()
+    publisher = MqttPublisher(MqttSettings(spool_dir=tmp_path / "spool", queue_size=1), metrics=metrics)
+
+    # when two events are published
+    first = publisher.publish_event(make_event())
+    second = publisher.publish_event(make_event())
+
+    # then the second is refused at once and counted
+    assert (first, second) == (True, False)
+    assert metrics.events_dropped.labels("queue_full")._value.get() == 1
 
 
 _KILLED_PUBLISHER = textwrap.dedent(
@@ -263,9 +290,7 @@ def test_tls_with_an_unknown_ca_is_reported(tmp_path: Path, make_publisher) -> N
 
         # when it tries to connect
         publisher.start()
-        deadline = time.monotonic() + 10
-        while publisher.last_error is None and time.monotonic() < deadline:
-            time.sleep(0.05)
+        wait_until(lambda: publisher.last_error is not None)
 
         # then the error says the certificate check failed, and it is not connected
         assert not publisher.connected
@@ -293,9 +318,7 @@ def test_wrong_password_is_a_clear_error_and_never_logged(
 
         # when it tries to connect (and retries)
         publisher.start()
-        deadline = time.monotonic() + 10
-        while "refused" not in (publisher.last_error or "") and time.monotonic() < deadline:
-            time.sleep(0.05)
+        wait_until(lambda: "refused" in (publisher.last_error or ""))
         time.sleep(0.5)
 
         # then the error names the broker and the reason; no log line holds the password
@@ -387,6 +410,7 @@ def test_stale_identity_decision_is_dropped_not_sent_late(tmp_path: Path, make_p
 
         # when the broker is down while a track is new, identified and ends, and comes back 1.5 s later
         broker.stop()
+        wait_until(lambda: not publisher.connected)
         events = [make_event("door", t, None if t == "new" else "alice", track_id=3) for t in ("new", "identified", "end")]
         for event in events:
             publisher.publish_event(event)
@@ -415,9 +439,7 @@ def test_spool_survives_a_daemon_restart(tmp_path: Path, make_subscriber) -> Non
     events = [make_event("door", "new", None, track_id=i) for i in range(5)]
     for event in events:
         first.publish_event(event)
-    deadline = time.monotonic() + 5
-    while first.spool_depth < 5 and time.monotonic() < deadline:
-        time.sleep(0.02)
+    assert wait_until(lambda: first.spool_depth == 5)
     first.stop(1.0)
     assert metrics.events_spooled._value.get() == 5
     assert len(list(settings.spool_dir.glob("*.json"))) == 5 + 1  # + state.json

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from mosquitto import Mosquitto, Subscriber, make_event
+from mosquitto import Mosquitto, Subscriber, make_event, wait_until
 from streamd.metrics import Metrics
 from streamd.sinks.config import MqttSettings
 from streamd.sinks.mqtt import MqttPublisher
@@ -58,6 +58,7 @@ def test_broker_down_30s_every_event_arrives_exactly_once_in_order(tmp_path: Pat
 
         # when the broker is down for 30 s while an event is produced every 0.5 s
         broker.stop()
+        assert wait_until(lambda: not publisher.connected)
         start, i = time.monotonic(), 10
         while time.monotonic() - start < OUTAGE_S:
             produce(i)

@@ -53,7 +53,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
@@ -68,6 +68,9 @@ from streamd.sinks.presence import Presence, PresenceTracker
 from streamd.sinks.spool import Spool
 from streamd.sinks.topics import Topics
 from streamd.types import IdentityEvent
+
+if TYPE_CHECKING:
+    from streamd.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -130,9 +133,12 @@ class MqttPublisher:
         *,
         metrics: Metrics | None = None,
         cameras: Iterable[str] = (),
-        labels: Iterable[str] = (),
+        labels: Iterable[str] | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
+        """``cameras`` and ``labels`` (the enrolled people) are announced to Home Assistant; ``labels``
+        None = not known yet (call ``set_labels`` once the index is loaded; people identified are
+        announced as they come)."""
         self.settings = settings
         self.metrics = metrics if metrics is not None else Metrics()
         self.topics = Topics(settings.topic_prefix, settings.discovery_prefix)
@@ -144,7 +150,7 @@ class MqttPublisher:
         self._lock = threading.Lock()  # guards the _incoming_* fields
         self._incoming_state: dict[str, bytes] = {}
         self._incoming_cameras: set[str] = set(cameras)
-        self._incoming_labels: set[str] | None = set(labels)
+        self._incoming_labels: set[str] | None = None if labels is None else set(labels)
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)
@@ -185,6 +191,14 @@ class MqttPublisher:
         self._down_since: float | None = None
         self._next_spool_expiry = 0.0
 
+    @classmethod
+    def from_settings(
+        cls, settings: Settings, *, metrics: Metrics | None = None, labels: Iterable[str] | None = None
+    ) -> MqttPublisher:
+        """The publisher for ``settings.mqtt``, announcing the enabled cameras of ``settings.cameras``."""
+        cameras = [c.name for c in settings.cameras if c.enabled]
+        return cls(settings.mqtt, metrics=metrics, cameras=cameras, labels=labels)
+
     # ================================================================== public API
 
     def start(self) -> None:
@@ -199,7 +213,10 @@ class MqttPublisher:
 
     def stop(self, timeout: float = 5.0) -> None:
         """Send what can be sent within ``timeout`` s, leave the rest in the spool, publish ``offline``, disconnect."""
-        if self._thread is None:
+        if self._thread is None:  # never started: nothing to flush
+            self._stop.set()
+            self._wake_r.close()
+            self._wake_w.close()
             return
         self._stop_deadline = time.monotonic() + max(0.0, timeout)
         self._stop.set()
@@ -476,6 +493,8 @@ class MqttPublisher:
             timeout = min(timeout, max(0.0, self._next_attempt - time.monotonic()))
         if self._stop.is_set():
             timeout = min(timeout, 0.05)
+        if not self._intake.empty():
+            timeout = 0.0
         return timeout
 
     def _network_wait(self, timeout: float) -> None:
@@ -505,7 +524,8 @@ class MqttPublisher:
 
     # ---- intake
 
-    def _absorb(self) -> None:
+    def _absorb(self, limit: int = 64) -> None:
+        """Take what callers posted; at most ``limit`` events per round so the network is served between."""
         with self._lock:
             states, self._incoming_state = self._incoming_state, {}
             cameras, self._incoming_cameras = self._incoming_cameras, set()
@@ -516,40 +536,47 @@ class MqttPublisher:
             self._set_labels(labels)
         for topic, payload in states.items():
             self._set_retained(topic, payload)
-        accepted = 0
-        while True:
+        events: list[IdentityEvent] = []
+        while len(events) < limit:
             try:
-                event = self._intake.get_nowait()
+                events.append(self._intake.get_nowait())
             except queue.Empty:
                 break
-            try:
-                self._accept(event)
-                accepted += 1
-            finally:
+        if not events:
+            return
+        try:
+            self._accept([self._number(event) for event in events])
+        finally:
+            for _ in events:
                 self._intake.task_done()
-        if accepted:
-            self._save_state()
+        self._save_state()
 
-    def _accept(self, event: IdentityEvent) -> None:
+    def _number(self, event: IdentityEvent) -> dict[str, Any]:
+        """Give the event its per-camera seq, note the camera and the person; returns the payload."""
         seq = self._seq.get(event.camera, 0) + 1
         self._seq[event.camera] = seq
-        payload = dataclasses.replace(event, seq=seq).to_dict()
         self._add_camera(event.camera)
         if event.label:
             self._add_label(event.label)
             seen = self._presence.seen(event.label, event.camera, event.frame_ts)
             if seen is not None:
                 self._set_presence(seen)
+        return dataclasses.replace(event, seq=seq).to_dict()
+
+    def _accept(self, payloads: list[dict[str, Any]]) -> None:
         try:
-            name = self._spool.append(payload, protected=self._sent)
+            names = self._spool.append_many(payloads, protected=self._sent)
         except OSError as exc:
-            # A full or read-only disk: the event cannot be made durable. Counted; the daemon goes on.
-            log.error("MQTT spool %s: cannot write an event (%s); dropped", self.settings.spool_dir, exc.strerror)
-            self._count_drop("spool_error", 1)
+            # A full or read-only disk: the events cannot be made durable. Counted; the daemon goes on.
+            log.error(
+                "MQTT spool %s: cannot write %d event(s) (%s); dropped",
+                self.settings.spool_dir, len(payloads), exc.strerror or exc,
+            )
+            self._count_drop("spool_error", len(payloads))
             return
-        self._unsent.append(name)
+        self._unsent.extend(names)
         if not self._link_up:
-            self.metrics.events_spooled.inc()
+            self.metrics.events_spooled.inc(len(names))
         self.metrics.spool_depth.set(len(self._spool))
 
     # ---- retained state
@@ -714,7 +741,7 @@ class MqttPublisher:
         if isinstance(presence, list):
             self._presence.load_state(presence)
             for p in self._presence.all():
-                self._labels.add(p.label)
+                self._add_label(p.label)
                 self._set_presence(p)
         self.metrics.spool_depth.set(len(self._spool))
         if records:
@@ -734,9 +761,16 @@ class MqttPublisher:
     def _shutdown(self) -> None:
         client = self._client
         try:
-            self._absorb()  # events that raced with stop() still reach the spool
+            # Events still queued (or racing with stop()) reach the spool while time allows.
+            end = max(self._stop_deadline, time.monotonic() + 1.0)
+            while not self._intake.empty() and time.monotonic() < end:
+                self._absorb()
         except Exception:  # noqa: BLE001 - shutting down; the spool keeps what it has
             log.exception("MQTT publisher: error while spooling the last events")
+        lost = self._intake.qsize()
+        if lost:
+            log.warning("MQTT publisher stopped with %d event(s) not yet spooled; dropped", lost)
+            self._count_drop("stopped", lost)
         self._closing = True
         if client is not None and self._link_up:
             info = self._publish(self.topics.available, OFFLINE, retain=True, qos=1)
