@@ -99,6 +99,33 @@ class FrameQueue:
             self._wakeup.set()
         return kept
 
+    def put_wait(self, frame: Frame, stop: threading.Event, poll_s: float = 0.1) -> bool:
+        """Queue ``frame``, waiting for room until ``stop`` is set (then it is dropped as ``closed``).
+
+        Only for sources that are not live (a video file read as fast as it decodes): there
+        nobody falls behind live by waiting, and dropping would lose frames for no reason.
+        """
+        with self._cond:
+            while len(self._items) >= self.maxsize and not self._closed and not stop.is_set():
+                self._cond.wait(poll_s)
+            if len(self._items) < self.maxsize and not self._closed:
+                self._items.append(frame)
+                self._cond.notify_all()
+                queued = True
+            else:
+                queued = False
+        if not queued:
+            return self.put(frame) if not self._closed and not stop.is_set() else self._drop_closed(frame)
+        if self._wakeup is not None:
+            self._wakeup.set()
+        return True
+
+    def _drop_closed(self, frame: Frame) -> bool:
+        with self._cond:
+            self.dropped[(frame.camera, "closed")] += 1
+        self._metrics.frames_dropped.labels(frame.camera, "closed").inc()
+        return False
+
     def close(self) -> None:
         """Mark the end of the stream: consumers get :data:`END` after the frames still queued."""
         with self._cond:
@@ -114,7 +141,11 @@ class FrameQueue:
         with self._cond:
             if not self._cond.wait_for(lambda: self._items or self._closed, timeout):
                 return None
-            return self._items.popleft() if self._items else END
+            if not self._items:
+                return END
+            item = self._items.popleft()
+            self._cond.notify_all()  # a put_wait() may be waiting for room
+            return item
 
     def get_nowait(self) -> Frame | _EndOfStream | None:
         """Like :meth:`get` without waiting: None when nothing is queued yet."""

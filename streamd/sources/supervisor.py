@@ -232,7 +232,10 @@ class CameraSource:
             except Exception:
                 log.exception("camera %r: on_frame callback failed", self.name)
         elif self.queue is not None:
-            self.queue.put(frame)
+            if self.settings.is_realtime:
+                self.queue.put(frame)
+            else:
+                self.queue.put_wait(frame, self._stop)  # a file read in batch: wait, lose nothing
 
     # ------------------------------------------------------------------ state changes
 
