@@ -464,3 +464,32 @@ def test_spool_survives_a_daemon_restart(tmp_path: Path, make_subscriber) -> Non
         assert list(settings.spool_dir.glob("0*.json")) == []
     finally:
         broker.stop()
+
+
+def test_presence_survives_a_daemon_restart(broker: Mosquitto, tmp_path: Path, make_subscriber) -> None:
+    # given alice identified by a publisher that then restarts (away after 60 s)
+    settings = settings_for(broker, tmp_path, away_after_s=60.0)
+    first = MqttPublisher(settings)
+    first.start()
+    first.publish_event(make_event("door", "identified", "alice"))
+    assert first.wait_idle(5)
+    first.stop(2.0)
+    sub = make_subscriber(broker, ["streamd/presence/alice"])
+    assert sub.wait_for(lambda ms: len(ms) == 1)
+    before = json.loads(sub.messages[0].payload)
+
+    # when the new publisher connects
+    second = MqttPublisher(settings)
+    second.start()
+    try:
+        assert second.wait_connected(10)
+        assert sub.wait_for(lambda ms: len(ms) == 2)
+        time.sleep(0.3)
+    finally:
+        second.stop(2.0)
+
+    # then alice is still home with the same times: a restart does not flip anyone to away
+    after = json.loads(sub.messages[1].payload)
+    assert before["state"] == after["state"] == "home"
+    assert after == before
+    assert len(sub.messages) == 2

@@ -96,8 +96,8 @@ class MqttSettings(BaseModel):
     qos: Literal[0, 1, 2] = Field(
         1,
         description="QoS of events and state. 1 (at least once) is the default: an event is removed from the "
-        "spool only after the broker's PUBACK. 0 gives no delivery guarantee; 2 (exactly once) costs a "
-        "second round trip per message.",
+        "spool only after the broker's PUBACK; one in flight when a connection breaks may arrive twice "
+        "(dedupe by event_id). 0 gives no delivery guarantee; 2 costs a second round trip per message.",
     )
     session_expiry_s: int = Field(
         3600,

@@ -1,19 +1,14 @@
 """The MQTT publisher: events, presence, camera and index state, snapshots, Home Assistant discovery.
 
-Topics (``<prefix>`` = ``mqtt.topic_prefix``; payloads in ``streamd/schemas``):
+Topics (``<prefix>`` = ``mqtt.topic_prefix``; payloads in ``streamd/schemas``, see its README):
 
-==========================================  ========  =====================================================
-topic                                       retained  payload
-==========================================  ========  =====================================================
-``<prefix>/available``                      yes       ``online`` / ``offline`` (also our last will)
-``<prefix>/events``                         no        event JSON (schemas/event.json), every camera
-``<prefix>/<camera>/events``                no        the same events, one camera
-``<prefix>/<camera>/person/<label>/snapshot``  yes    best face JPEG of the person on that camera
-``<prefix>/presence/<label>``               yes       presence JSON (schemas/presence.json)
-``<prefix>/<camera>/status``                yes       camera state JSON (schemas/camera_status.json)
-``<prefix>/index/state``                    yes       serving index JSON (schemas/index_state.json)
-``<discovery_prefix>/.../config``           yes       Home Assistant discovery (streamd.sinks.discovery)
-==========================================  ========  =====================================================
+- ``<prefix>/available``: ``online`` / ``offline``, retained, also our last will;
+- ``<prefix>/events`` and ``<prefix>/<camera>/events``: event JSON (schemas/event.json), not retained;
+- ``<prefix>/<camera>/person/<label>/snapshot``: best face JPEG, retained;
+- ``<prefix>/presence/<label>``: presence JSON (schemas/presence.json), retained;
+- ``<prefix>/<camera>/status``: camera state JSON (schemas/camera_status.json), retained;
+- ``<prefix>/index/state``: serving index JSON (schemas/index_state.json), retained;
+- ``<discovery_prefix>/.../config``: Home Assistant discovery (streamd.sinks.discovery), retained.
 
 Delivery of events:
 
@@ -25,7 +20,7 @@ Delivery of events:
 - When the connection drops, unacknowledged events go back to the head of the queue and are sent
   again after reconnecting, in order; paho's own copies are discarded on reconnect so that every
   resend passes the age check below. QoS 1 is "at least once": an event whose PUBACK was lost with
-  the connection may arrive twice; subscribers dedupe by ``event_id`` (QoS 2 avoids this).
+  the connection may arrive twice; subscribers dedupe by ``event_id``.
 - An identity decision (``identified``, ``update``) older than ``max_event_age_s`` when it could be
   sent is dropped and counted (``streamd_events_dropped_total{reason="too_old"}``), never sent late;
   an acknowledged event is never sent again (skrashevich/double-take issue 281: a replayed
