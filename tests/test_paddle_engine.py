@@ -2,8 +2,8 @@
 
 The two models are legacy exports (inference.pdmodel, no PaddleX inference.yml). The ``paddlex``
 tests run them through ``paddlex.create_model`` on copies in tmp_path with an ``inference.yml``
-written next to them, exactly as a user migrating such an export would; the ``paddle`` tests run
-the shared folders as they are. Paddle starts slowly, so the engines are module-scoped.
+written next to them (``to_paddlex_layout``, what tools/paddlex_layout.py does for users); the
+``paddle`` tests run the shared folders as they are. Paddle starts slowly, so the engines are module-scoped.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+import yaml
 
 from streamd.errors import ConfigError, EngineUnavailable, FeatureLibraryError, ModelError
 from streamd.faces import paddle_engine, paddle_models
@@ -32,26 +33,6 @@ from streamd.settings import (
 DET = "blazeface_fpn_ssh_1000e_v1.0_infer"
 REC = "mobileface_v1.0_infer"
 
-# What a user writes next to a legacy export so that PaddleX 3 reads it. The detector's is
-# PaddleDetection's infer_cfg.yml with PaddleX's Global.model_name on top; the recogniser's gives
-# insight-face-paddle's preprocessing ((x/255 - 0.5) / 0.5 on RGB) in PaddleX's layout.
-DET_YML_HEAD = "Global:\n  model_name: BlazeFace-FPN-SSH\n"
-REC_YML = """\
-Global:
-  model_name: MobileFaceNet
-PreProcess:
-  transform_ops:
-  - ResizeImage:
-      size: [112, 112]
-  - NormalizeImage:
-      scale: 0.00392156862745098
-      mean: [0.5, 0.5, 0.5]
-      std: [0.5, 0.5, 0.5]
-      order: hwc
-  - ToCHWImage:
-PostProcess:
-  NormalizeFeatures:
-"""
 
 
 def _require_paddle() -> None:
@@ -83,11 +64,10 @@ def _copy_model(src: Path, dst: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def paddlex_dirs(models_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """Copies of the legacy exports with the inference.yml PaddleX 3 reads written next to them."""
     root = tmp_path_factory.mktemp("paddlex_models")
-    det = _copy_model(models_dir / DET, root / "BlazeFace-FPN-SSH")
-    (det / "inference.yml").write_text(DET_YML_HEAD + (models_dir / DET / "infer_cfg.yml").read_text())
-    rec = _copy_model(models_dir / REC, root / "MobileFaceNet")
-    (rec / "inference.yml").write_text(REC_YML)
+    det = paddle_models.to_paddlex_layout(models_dir / DET, root / "BlazeFace-FPN-SSH", "BlazeFace-FPN-SSH")
+    rec = paddle_models.to_paddlex_layout(models_dir / REC, root / "MobileFaceNet", "MobileFaceNet")
     return det, rec
 
 
@@ -134,6 +114,21 @@ def _iou(a: tuple[float, ...], b: tuple[float, ...]) -> float:
 
 
 # --------------------------------------------------------------------------- real models
+
+
+def test_paddlex_layout_copies_and_describes_the_export(paddlex_dirs, models_dir: Path) -> None:
+    # given the converted copies
+    det, rec = paddlex_dirs
+    # then each holds the program, the weights and an inference.yml naming the PaddleX model,
+    # the detector's carrying PaddleDetection's preprocessing, and the source folders are unchanged
+    det_yml = yaml.safe_load((det / "inference.yml").read_text())
+    rec_yml = yaml.safe_load((rec / "inference.yml").read_text())
+    assert det_yml["Global"]["model_name"] == "BlazeFace-FPN-SSH"
+    assert [op["type"] for op in det_yml["Preprocess"]] == ["NormalizeImage", "Resize", "Permute"]
+    assert rec_yml["Global"]["model_name"] == "MobileFaceNet"
+    assert rec_yml["PreProcess"]["transform_ops"][1]["NormalizeImage"]["mean"] == [0.5, 0.5, 0.5]
+    assert (rec / "inference.pdiparams").read_bytes() == (models_dir / REC / "inference.pdiparams").read_bytes()
+    assert not (models_dir / REC / "inference.yml").exists()
 
 
 def test_paddlex_detector_finds_the_face_yunet_finds(paddlex_engines, photo, models_dir: Path) -> None:

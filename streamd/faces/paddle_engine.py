@@ -545,11 +545,11 @@ class PaddlexEmbedder:
         if len(chips) == 0:
             return np.zeros((0, self.dim), np.float32)
         results = self._model.predict(list(chips), batch_size=self.batch_size)
-        feats = np.stack([_own_row(r["feature"], i % self.batch_size) for i, r in enumerate(results)])
+        feats = np.stack([own_feature_row(r["feature"], i % self.batch_size) for i, r in enumerate(results)])
         return l2_normalise(feats) if normalise else feats
 
 
-def _own_row(feature: Any, index_in_batch: int) -> np.ndarray:
+def own_feature_row(feature: Any, index_in_batch: int) -> np.ndarray:
     """This face's vector from a PaddleX face_feature result.
 
     PaddleX 3.7 gives every result of a batch the whole batch's (B, D) feature array (its

@@ -105,3 +105,48 @@ def paddlex_cache_dir() -> Path:
     """Where PaddleX keeps downloaded official models (``$PADDLE_PDX_CACHE_HOME`` or ~/.paddlex)."""
     home = os.environ.get("PADDLE_PDX_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".paddlex")
     return Path(home) / "official_models"
+
+
+#: insight-face-paddle's recogniser preprocessing ((x/255 - 0.5) / 0.5 on RGB 112x112) in
+#: PaddleX's inference.yml layout; PaddleX's own MobileFaceNet/ResNet50_face exports ship theirs.
+FEATURE_YML = """\
+Global:
+  model_name: {model_name}
+PreProcess:
+  transform_ops:
+  - ResizeImage:
+      size: [112, 112]
+  - NormalizeImage:
+      scale: 0.00392156862745098
+      mean: [0.5, 0.5, 0.5]
+      std: [0.5, 0.5, 0.5]
+      order: hwc
+  - ToCHWImage:
+PostProcess:
+  NormalizeFeatures:
+"""
+
+
+def to_paddlex_layout(src: Path, dst: Path, model_name: str) -> Path:
+    """Copy a legacy Paddle export into ``dst`` with the ``inference.yml`` PaddleX 3 needs.
+
+    A detector's yml is its PaddleDetection ``infer_cfg.yml`` under PaddleX's ``Global.model_name``;
+    a recogniser (no yml) gets :data:`FEATURE_YML`. ``src`` is left untouched. Returns ``dst``.
+    """
+    import shutil
+
+    module: Module = "face_detection" if model_name in FACE_DETECTION_MODELS else "face_feature"
+    check_model_name(module, model_name)
+    files = find_model_files(Path(src), need_yml=False, what=str(src))
+    dst = Path(dst)
+    dst.mkdir(parents=True, exist_ok=True)
+    shutil.copy2(files.program, dst / files.program.name)
+    shutil.copy2(files.params, dst / files.params.name)
+    if module == "face_detection":
+        if files.config is None:
+            raise FileNotFoundError(f"{src}: a detector export needs its infer_cfg.yml")
+        text = f"Global:\n  model_name: {model_name}\n" + files.config.read_text(encoding="utf-8")
+    else:
+        text = FEATURE_YML.format(model_name=model_name)
+    (dst / "inference.yml").write_text(text, encoding="utf-8")
+    return dst
