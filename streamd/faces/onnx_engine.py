@@ -7,7 +7,6 @@ module can be imported (for type names) without the ``onnx`` extra.
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -19,8 +18,6 @@ from streamd.faces.align import ARCFACE_SIZE, face_chip
 from streamd.faces.modelfile import file_sha256
 from streamd.faces.vectors import l2_normalise
 from streamd.types import Face
-
-log = logging.getLogger(__name__)
 
 
 # --------------------------------------------------------------------------- helpers
