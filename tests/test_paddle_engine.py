@@ -146,6 +146,42 @@ def test_paddlex_detector_finds_the_face_yunet_finds(paddlex_engines, photo, mod
     assert ours[0].landmarks is None and ours[0].score >= 0.5
 
 
+def test_yunet_landmarks_align_box_only_faces(models_dir: Path, lfw_pairs) -> None:
+    # given BlazeFace-FPN-SSH (boxes only) with landmarks: yunet
+    _require_paddle()
+    settings = PaddleDetectorSettings(
+        model_dir=models_dir / DET,
+        det_threshold=0.5,
+        landmarks="yunet",
+        landmarks_model=models_dir / "yunet_2023mar" / "face_detection_yunet_2023mar.onnx",
+    )
+    detector = paddle_engine.build_detector(settings)
+    image = lfw_pairs[0][0]
+    # when it detects a portrait
+    faces = detector.detect(image)
+    # then the face keeps BlazeFace's box and gains five landmarks inside it, eyes above the mouth
+    plain = PaddleDetector(settings.model_copy(update={"landmarks": "none"})).detect(image)
+    assert detector.name == "paddle+yunet" and len(faces) == len(plain) == 1
+    assert faces[0].box == plain[0].box
+    lm = faces[0].landmarks
+    x1, y1, x2, y2 = faces[0].box
+    assert lm is not None and ((lm[:, 0] > x1) & (lm[:, 0] < x2) & (lm[:, 1] > y1) & (lm[:, 1] < y2)).all()
+    assert lm[0, 1] < lm[3, 1] and lm[1, 1] < lm[4, 1] and lm[0, 0] < lm[1, 0]
+
+
+def test_yunet_landmarks_need_their_model(models_dir: Path, tmp_path: Path) -> None:
+    # given landmarks: yunet with a YuNet file that is not there
+    missing = tmp_path / "yunet.onnx"
+    settings = PaddleDetectorSettings(model_dir=models_dir / DET, landmarks="yunet", landmarks_model=missing)
+    # when the detector is built
+    with pytest.raises(ModelError) as err:
+        paddle_engine.build_detector(settings)
+    # then the message names the file and the setting
+    assert str(err.value) == (
+        f"{missing}: YuNet model file not found (set engine.detector.landmarks_model, or landmarks: none)"
+    )
+
+
 def test_paddlex_and_paddle_paths_agree(paddlex_engines, paddle_engines, photo) -> None:
     # given the same model through PaddleX and through Paddle Inference directly (both with oneDNN)
     pdx_det, pdx_emb = paddlex_engines

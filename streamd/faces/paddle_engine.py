@@ -562,14 +562,92 @@ def own_feature_row(feature: Any, index_in_batch: int) -> np.ndarray:
     return arr.reshape(-1)
 
 
+# --------------------------------------------------------------------------- landmarks for box-only detectors
+
+
+def _box_iou(a: Sequence[float], b: Sequence[float]) -> float:
+    w = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    h = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = w * h
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else 0.0
+
+
+class LandmarkRefiner:
+    """Finds five landmarks for box-only faces with YuNet run on the region around each box.
+
+    Recognisers are trained on aligned faces: MobileFace on LFW reaches 98.7 % aligned but 90.4 %
+    on box crops. YuNet looks at a square region ``1 + 2 * margin`` times the box; its face that
+    overlaps the box best (IoU >= ``min_iou``) lends its landmarks. The box and score stay the
+    detector's; a face YuNet does not confirm keeps no landmarks (and is cut from its box).
+    """
+
+    def __init__(self, yunet: Any, *, margin: float = 0.4, min_iou: float = 0.3) -> None:
+        self.yunet = yunet
+        self.margin = float(margin)
+        self.min_iou = float(min_iou)
+
+    def refine(self, image: np.ndarray, faces: Sequence[Face]) -> list[Face]:
+        """The faces with landmarks added where YuNet confirms them."""
+        h, w = image.shape[:2]
+        out = []
+        for face in faces:
+            x1, y1, x2, y2 = face.box
+            half = max(x2 - x1, y2 - y1) * (0.5 + self.margin)
+            cx, cy = (x1 + x2) / 2.0, (y1 + y2) / 2.0
+            left, top = max(0, int(cx - half)), max(0, int(cy - half))
+            right, bottom = min(w, int(np.ceil(cx + half))), min(h, int(np.ceil(cy + half)))
+            if right - left < 8 or bottom - top < 8:
+                out.append(face)
+                continue
+            shifted = (x1 - left, y1 - top, x2 - left, y2 - top)
+            candidates = self.yunet.detect(image[top:bottom, left:right])
+            best = max(candidates, key=lambda c: _box_iou(c.box, shifted), default=None)
+            if best is None or best.landmarks is None or _box_iou(best.box, shifted) < self.min_iou:
+                out.append(face)
+                continue
+            landmarks = best.landmarks + np.asarray([left, top], np.float32)
+            out.append(Face(box=face.box, score=face.score, landmarks=landmarks))
+        return out
+
+
+class LandmarkedDetector:
+    """A box-only detector whose faces get YuNet's landmarks (``landmarks: yunet``)."""
+
+    def __init__(self, detector: Any, refiner: LandmarkRefiner) -> None:
+        self.detector = detector
+        self.refiner = refiner
+        self.name = f"{detector.name}+yunet"
+
+    def detect(self, image: np.ndarray) -> list[Face]:
+        """The detector's faces, with landmarks where YuNet confirms them."""
+        return self.refiner.refine(image, self.detector.detect(image))
+
+
+def landmark_refiner(settings: PaddlexDetectorSettings | PaddleDetectorSettings, what: str) -> LandmarkRefiner:
+    """The YuNet refiner the settings ask for (``landmarks: yunet``)."""
+    from streamd.faces.onnx_engine import YuNetDetector
+
+    path = Path(settings.landmarks_model).expanduser()
+    if not path.is_file():
+        raise ModelError(f"{path}: YuNet model file not found (set {what}.landmarks_model, or landmarks: none)")
+    # 320 px is plenty for one face region; a lower threshold because the detector already found a face.
+    return LandmarkRefiner(YuNetDetector(path, det_threshold=0.3, input_size=320, threads=settings.threads))
+
+
 # --------------------------------------------------------------------------- factory entry points
 
 
 def build_detector(settings: PaddlexDetectorSettings | PaddleDetectorSettings, device: str = "cpu") -> Any:
     """The detector for ``engine.detector`` settings of type ``paddlex`` or ``paddle``."""
+    what = "engine.detector"
+    refiner = landmark_refiner(settings, what) if settings.landmarks == "yunet" else None
+    detector: Any
     if isinstance(settings, PaddlexDetectorSettings):
-        return PaddlexDetector(settings, device)
-    return PaddleDetector(settings, device)
+        detector = PaddlexDetector(settings, device, what=what)
+    else:
+        detector = PaddleDetector(settings, device, what=what)
+    return LandmarkedDetector(detector, refiner) if refiner is not None else detector
 
 
 def build_embedder(settings: PaddlexEmbedderSettings | PaddleEmbedderSettings, device: str = "cpu") -> Any:
