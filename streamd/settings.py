@@ -305,10 +305,12 @@ class QualitySettings(StrictModel):
         40, ge=0, description="Minimum of box width and height in pixels. Smaller faces give unreliable features."
     )
     min_blur_var: float = Field(
-        20.0,
+        5.0,
         ge=0.0,
-        description="Minimum variance of the Laplacian on the face crop (higher = sharper). "
-        "Raising it drops motion-blurred faces but also dim ones.",
+        description="Minimum variance of the Laplacian on the face box resized to 112x112 grey pixels "
+        "(higher = sharper; the same face scores the same at any size). Sharp stills score 40-200, "
+        "soft but usable video faces 8-20, dark or smeared ones under 4. Raising it drops "
+        "motion-blurred faces but also dim ones.",
     )
     max_yaw_deg: float = Field(
         60.0, ge=0.0, le=90.0, description="Largest head turn, estimated from the landmarks, still embedded."
