@@ -363,14 +363,57 @@ class IndexSettings(StrictModel):
         "engines: dlib's cosines crowd into 0.8-1.0, where 0.05 leaves most known faces unnamed, "
         "while ArcFace-style models spread them widely and barely feel a margin this small.",
     )
+    watch: bool = Field(
+        True,
+        description="Reload the index while running when its files change (streamd gallery, PaddleX, a copy): "
+        "loaded and checked off the frame path, swapped in between samples; a bad index is refused and "
+        "the old one keeps serving.",
+    )
+    debounce_s: float = Field(
+        1.0,
+        ge=0.0,
+        le=600.0,
+        description="Quiet time after the last change before the index is loaded. Longer waits out slow "
+        "writers that replace the two files one after the other; shorter picks changes up sooner.",
+    )
 
 
 class GallerySettings(StrictModel):
-    """How gallery images become index vectors."""
+    """How gallery images become index vectors, and the optional watch of a gallery data_root."""
 
     multiple_faces: Literal["largest", "skip"] = Field(
         "largest", description="A gallery image with several faces: enrol its largest face, or skip the image."
     )
+    data_root: Path | None = Field(
+        None,
+        description="Gallery folder the daemon keeps the index in step with (images/<ID>/*.jpg or gallery.txt); "
+        "used when watch is true.",
+    )
+    watch: bool = Field(
+        False,
+        description="Watch data_root while running: an image added, replaced or removed is embedded or removed "
+        "incrementally and the index saved, then reloaded. The index becomes managed by the gallery: an "
+        "index without a record of its images is rebuilt once from data_root. Embedding takes CPU from the cameras.",
+    )
+    debounce_s: float = Field(
+        2.0,
+        ge=0.0,
+        le=600.0,
+        description="Quiet time after the last gallery change before images are embedded, so a folder being "
+        "copied is handled in one pass.",
+    )
+    index_type: Literal["Flat", "IVF", "HNSW32"] = Field(
+        "Flat",
+        description="Index type when the watcher creates the index (an existing index keeps its type). HNSW32 "
+        "searches large galleries fastest but every removal rebuilds its graph.",
+    )
+    metric_type: Literal["IP", "L2"] = Field("IP", description="Metric when the watcher creates the index.")
+
+    @model_validator(mode="after")
+    def _watch_needs_data_root(self) -> "GallerySettings":
+        if self.watch and self.data_root is None:
+            raise ValueError("gallery.watch needs gallery.data_root (the folder to watch)")
+        return self
 
 
 # --------------------------------------------------------------------------- root

@@ -8,7 +8,10 @@ Layout of an index directory (PaddleX ``IndexData.save``)::
 PaddleX's docs call the YAML file ``index_info.yaml``; it is read when ``id_map.yaml`` is absent.
 streamd adds ``feature_dim``, ``model_fingerprint``, ``created_at`` and ``updated_at`` keys to the
 YAML; PaddleX ignores them, and streamd uses them to refuse an index made by another model
-(PaddleX does not check, so its users get silently wrong names: PaddleX issue 2689).
+(PaddleX does not check, so its users get silently wrong names: PaddleX issue 2689). Any other
+top-level YAML key is kept as it is through load, change and save (``FeatureLibrary.extra``): the
+daemon's gallery watcher records there which image made which vector, and a `streamd gallery
+append` run in between must not erase that record.
 
 Ids are assigned as PaddleX does: a batch gets consecutive ids starting at ``max(id) + 1`` (0 for
 an empty library). Removing the highest ids therefore lets later additions reuse them, as in PaddleX.
@@ -43,6 +46,7 @@ generation or the other, never a mix of the two, even if a save happens between 
 from __future__ import annotations
 
 import contextlib
+import copy
 import ctypes
 import errno
 import fcntl
@@ -85,6 +89,8 @@ IVF_MIN_POINTS_PER_LIST = 39  # below this faiss warns that k-means has too litt
 IVF_MAX_LISTS = 65536  # PaddleX's cap
 
 _REBUILD_HINT = "rebuild with `streamd gallery build`"
+#: YAML keys the library itself reads and writes; any other top-level key is an ``extra``.
+_OWN_KEYS = frozenset({"index_type", "metric_type", "feature_dim", "model_fingerprint", "created_at", "updated_at", "id_map"})
 
 
 class FeatureLibrary:
@@ -104,8 +110,10 @@ class FeatureLibrary:
         fingerprint: str = "",
         created_at: str | None = None,
         ivf_nlist: int | None = None,
+        extra: Mapping[str, Any] | None = None,
     ) -> None:
         self._index = index
+        self._extra: dict[str, Any] = copy.deepcopy(dict(extra or {}))
         self._fixed_nlist = ivf_nlist
         self._labels: dict[int, str] = dict(labels)
         self._index_type = index_type
@@ -192,6 +200,20 @@ class FeatureLibrary:
 
         return int(faiss.extract_index_ivf(self._index).nlist)
 
+    @property
+    def extra(self) -> Mapping[str, Any]:
+        """Other top-level keys of the YAML file, kept through load and save (read-only view)."""
+        return MappingProxyType(self._extra)
+
+    def set_extra(self, key: str, value: Any) -> None:
+        """Store ``value`` (plain YAML data) under the top-level YAML key ``key``; None deletes it."""
+        if key in _OWN_KEYS:
+            raise FeatureLibraryError(f"{key!r} is a key the library writes itself; choose another name")
+        if value is None:
+            self._extra.pop(key, None)
+        else:
+            self._extra[key] = value
+
     def label_counts(self) -> Counter[str]:
         """Number of vectors per label."""
         return Counter(self._labels.values())
@@ -212,7 +234,26 @@ class FeatureLibrary:
             fingerprint=self._fingerprint,
             created_at=self._created_at,
             ivf_nlist=self._fixed_nlist,
+            extra=self._extra,
         )
+
+    def rebuilt_without(self, ids: Iterable[int]) -> FeatureLibrary:
+        """A new library holding every vector but ``ids``, under the same ids; this one is unchanged.
+
+        The remaining vectors are read back from the index (no re-embedding) and added to an empty
+        index of the same kind (IVF keeps its trained lists). This is how an HNSW32 library
+        "removes" (faiss cannot delete from the graph), at the cost of a full graph build (minutes
+        at a million vectors), and how IVF removes correctly (see ``remove``).
+        """
+        drop = np.fromiter({int(i) for i in ids}, dtype=np.int64)
+        all_ids, vectors = _stored_vectors(self._index, self._index_type)
+        keep = ~np.isin(all_ids, drop)
+        new = self.copy()
+        new._index.reset()  # an IndexIDMap2 reset empties the id map and the inner index (IVF stays trained)
+        if keep.any():
+            new._index.add_with_ids(np.ascontiguousarray(vectors[keep]), np.ascontiguousarray(all_ids[keep]))
+        new._labels = {int(i): self._labels[int(i)] for i in all_ids[keep]}
+        return new
 
     # ------------------------------------------------------------------ changes
 
@@ -252,7 +293,16 @@ class FeatureLibrary:
         present = sorted({int(i) for i in ids} & self._labels.keys())
         if not present:
             return 0
-        removed = int(self._index.remove_ids(np.asarray(present, dtype=np.int64)))
+        if self._index_type == "IVF":
+            # IndexIDMap2.remove_ids compacts its id map as if the inner index renumbered its
+            # vectors, which IVF does not: removing ids from an IVF IDMap2 attaches later vectors
+            # to the wrong ids (wrong names). Rebuild the lists without them instead.
+            before = self.ntotal
+            rebuilt = self.rebuilt_without(present)
+            self._index = rebuilt._index
+            removed = before - self.ntotal
+        else:
+            removed = int(self._index.remove_ids(np.asarray(present, dtype=np.int64)))
         for i in present:
             del self._labels[i]
         if removed != len(present):  # would mean the two halves had diverged: never save that
@@ -313,6 +363,7 @@ class FeatureLibrary:
             "model_fingerprint": self._fingerprint,
             "created_at": self._created_at or _now(),
             "updated_at": _now(),
+            **self._extra,
         }
         return header, {int(k): str(v) for k, v in sorted(self._labels.items())}
 
@@ -374,6 +425,30 @@ def _set_search_params(index: Any, index_type: str) -> None:
     elif index_type == "IVF":
         ivf = faiss.extract_index_ivf(index)
         ivf.nprobe = min(int(ivf.nlist), max(8, int(ivf.nlist) // 8))
+
+
+def _stored_vectors(index: Any, index_type: str) -> tuple[np.ndarray, np.ndarray]:
+    """(external ids, vectors) of every vector an IndexIDMap2 holds, read back from its storage."""
+    import faiss
+
+    id_map = faiss.vector_to_array(index.id_map)
+    inner = faiss.downcast_index(index.index)
+    if index_type == "IVF":
+        ivf = faiss.extract_index_ivf(index)
+        internal, codes = [], []
+        for lst in range(ivf.nlist):
+            n = ivf.invlists.list_size(lst)
+            if n:
+                internal.append(faiss.rev_swig_ptr(ivf.invlists.get_ids(lst), n).copy())
+                codes.append(faiss.rev_swig_ptr(ivf.invlists.get_codes(lst), n * ivf.code_size).copy())
+        if not internal:
+            return id_map[:0], np.empty((0, index.d), dtype=np.float32)
+        # IVF lists hold the sequence numbers the IDMap2 gave the vectors when they were added.
+        vectors = np.concatenate(codes).view(np.float32).reshape(-1, index.d)
+        return id_map[np.concatenate(internal)], vectors
+    storage = faiss.downcast_index(inner.storage) if index_type == "HNSW32" else inner
+    vectors = faiss.vector_to_array(storage.codes).view(np.float32).reshape(len(id_map), index.d)
+    return id_map, vectors
 
 
 def _inner_type(index: Any) -> str:
@@ -700,6 +775,7 @@ def _assemble(index_dir: Path, info_name: str, info: dict[str, Any], index: Any)
         metric_type=info["metric_type"],
         fingerprint=str(info.get("model_fingerprint") or ""),
         created_at=str(created) if created is not None else None,
+        extra={k: v for k, v in info.items() if k not in _OWN_KEYS},
     )
 
 
