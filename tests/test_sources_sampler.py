@@ -140,3 +140,15 @@ def test_the_keyframe_meter_restarts_when_timestamps_go_back() -> None:
 def test_keyframes_only_when_the_sample_rate_is_at_or_below_the_keyframe_rate(setting, sample_fps, interval, mode) -> None:  # type: ignore[no-untyped-def]
     # given / when / then
     assert choose_mode(setting, sample_fps, interval) == mode
+
+
+def test_a_keyframe_split_over_several_packets_counts_once() -> None:
+    # given keyframes every second, each sent as two packets with the same pts (two slices)
+    meter = KeyframeMeter()
+
+    # when
+    for pts in (0.0, 0.0, 1.0, 1.0, 2.0, 2.0):
+        meter.add(pts)
+
+    # then
+    assert meter.interval == 1.0

@@ -74,10 +74,12 @@ def main(argv: list[str] | None = None) -> int:
     Gst.init(None)
     path = args.path if args.path.startswith("/") else "/" + args.path
     location = str(args.file.resolve()).replace("\\", "\\\\").replace('"', '\\"')
-    # parsebin demuxes any container and parses the H.264 (SPS/PPS repeated for late joiners).
+    # parsebin demuxes any container. h264parse repeats SPS/PPS before every keyframe for clients
+    # that join late; whole access units (alignment=au) make it insert them once per frame, not
+    # before each slice, which would split multi-slice frames in two at the client.
     launch = (
         f'( filesrc location="{location}" ! parsebin ! h264parse name=parse config-interval=-1 '
-        "! rtph264pay name=pay0 pt=96 config-interval=-1 )"
+        "! video/x-h264,stream-format=byte-stream,alignment=au ! rtph264pay name=pay0 pt=96 )"
     )
     factory = GstRtspServer.RTSPMediaFactory()
     factory.set_launch(launch)

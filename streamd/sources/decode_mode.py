@@ -32,10 +32,15 @@ class KeyframeMeter:
         self._last = None
 
     def add(self, pts: float) -> None:
-        """Record a keyframe at ``pts`` seconds; a pts going backwards starts a new measure."""
+        """Record a keyframe at ``pts`` seconds; a pts going backwards starts a new measure.
+
+        The same pts twice is one keyframe sent in several packets (slices) and counts once.
+        """
         if self._last is not None:
             delta = pts - self._last
-            if delta <= 0:
+            if delta == 0:
+                return
+            if delta < 0:
                 self._intervals.clear()
             else:
                 self._intervals.append(delta)

@@ -219,8 +219,21 @@ class PyAVReader:
             if not s.loop or last_pts is None:
                 return
             loop_offset = last_pts + frame_step - (first_pts or 0.0)
-            self._container.seek(0, stream=stream)
-            ctx.flush_buffers()
+            stream, ctx = self._rewind()
+            time_base = stream.time_base
+
+    def _rewind(self) -> tuple[Any, Any]:
+        """Back to the start of a looping file: seek, or reopen the formats that cannot seek (raw .h264)."""
+        try:
+            self._container.seek(0, stream=self._stream)
+            self._stream.codec_context.flush_buffers()
+        except (av.error.FFmpegError, OSError):
+            mode = self.mode
+            self.close()
+            self.mode = None
+            self.open()
+            self._set_mode(mode or "full")
+        return self._stream, self._stream.codec_context
 
     def _demux(self) -> Iterator[Any]:
         started = time.monotonic()

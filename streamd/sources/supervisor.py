@@ -134,12 +134,15 @@ class CameraSource:
         if thread is None:
             self._finish("stopped")
             return True
-        if thread.ident is not None:
-            interrupt.interrupt(thread.ident)
+        ident = thread.ident
+        if ident is not None and thread.is_alive():
+            interrupt.interrupt(ident)
         thread.join(timeout)
         if thread.is_alive():
             log.warning("camera %r: thread did not stop within %g s", self.name, timeout)
             return False
+        if ident is not None:
+            interrupt.clear(ident)  # the id may be reused by a new thread: it must not start interrupted
         return True
 
     def join(self, timeout: float | None = None) -> bool:

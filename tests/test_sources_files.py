@@ -1,0 +1,195 @@
+"""Video files through PyAV with real H.264 made from real faces: sampling, keyframe mode, loops, damage."""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from rtsp import camera_threads, clip_720p, make_clip, wait_for  # noqa: F401  (clip_720p is a fixture)
+from streamd.metrics import Metrics
+from streamd.sources.config import CameraSettings
+from streamd.sources.queues import END
+from streamd.sources.supervisor import CameraSource
+from streamd.types import Frame
+
+pytestmark = pytest.mark.shared
+
+
+@pytest.fixture(autouse=True)
+def _no_leaked_camera_threads() -> Iterator[None]:
+    yield
+    assert wait_for(lambda: not camera_threads(), 5), f"leaked threads: {camera_threads()}"
+
+
+@pytest.fixture(scope="module")
+def clip_h264(tmp_path_factory: pytest.TempPathFactory, faces_dir: Path) -> Path:
+    """3 s of raw Annex B H.264 (no container), 1280x720 25 fps."""
+    return make_clip(tmp_path_factory, faces_dir, "hamilton-720p.h264", seconds=3.0)
+
+
+def _metric(metrics: Metrics, name: str, **labels: str) -> float:
+    return metrics.registry.get_sample_value(name, labels) or 0.0
+
+
+def _read_all(settings: CameraSettings, metrics: Metrics | None = None) -> tuple[list[Frame], CameraSource]:
+    source = CameraSource(settings, metrics).start()
+    frames = []
+    while (item := source.queue.get(timeout=20)) is not END:  # type: ignore[union-attr]
+        assert item is not None, "no frame within 20 s"
+        frames.append(item)
+    assert source.join(5)
+    return frames, source
+
+
+def _collect(settings: CameraSettings, count: int, metrics: Metrics) -> tuple[list[Frame], CameraSource]:
+    frames: list[Frame] = []
+    source = CameraSource(settings, metrics, on_frame=frames.append).start()
+    assert wait_for(lambda: len(frames) >= count, 30), f"only {len(frames)} frames"
+    source.stop()
+    return frames, source
+
+
+def test_a_file_is_sampled_at_the_configured_fps_by_timestamps(clip_720p: Path) -> None:
+    # given a 6 s 25 fps clip sampled at 5 fps, scaled for detection
+    metrics = Metrics()
+    settings = CameraSettings(name="file", url=str(clip_720p), sample_fps=5, detect_width=640)
+
+    # when
+    frames, source = _read_all(settings, metrics)
+
+    # then
+    assert len(frames) == 30
+    assert [round(b.pts - a.pts, 3) for a, b in zip(frames, frames[1:])] == [0.2] * 29
+    assert all(f.skipped == 4 for f in frames[1:])
+    assert frames[0].image.shape == (360, 640, 3)
+    assert source.state.status == "ended" and source.state.mode == "full"
+    assert (source.state.width, source.state.height) == (1280, 720)
+    assert _metric(metrics, "streamd_frames_decoded_total", camera="file") == 150
+    assert _metric(metrics, "streamd_frames_sampled_total", camera="file") == 30
+    assert _metric(metrics, "streamd_frames_dropped_total", camera="file", reason="queue_full") == 0
+
+
+def test_keyframe_mode_is_chosen_at_or_below_the_keyframe_rate_and_decodes_far_fewer_frames(clip_720p: Path) -> None:
+    # given a keyframe every second and 1 sample per second
+    metrics = Metrics()
+    settings = CameraSettings(name="kf", url=str(clip_720p), sample_fps=1)
+
+    # when
+    frames, source = _read_all(settings, metrics)
+
+    # then
+    decoded = _metric(metrics, "streamd_frames_decoded_total", camera="kf")
+    assert source.state.mode == "keyframes"
+    assert source.state.keyframe_interval_s == pytest.approx(1.0)
+    assert decoded <= 60  # 150 frames in the clip: the first 2 s are measured at full decode, then 1/25
+    assert [round(f.pts) for f in frames] == [0, 1, 2, 3, 4, 5]
+    assert [f.skipped for f in frames[4:]] == [24, 24]  # frames of the source between two keyframes
+
+
+def test_full_decoding_is_kept_when_sampling_above_the_keyframe_rate(clip_720p: Path) -> None:
+    # given a keyframe every second and 2 samples per second
+    metrics = Metrics()
+
+    # when
+    _, source = _read_all(CameraSettings(name="full", url=str(clip_720p), sample_fps=2), metrics)
+
+    # then
+    assert source.state.mode == "full"
+    assert _metric(metrics, "streamd_frames_decoded_total", camera="full") == 150
+
+
+def test_a_looping_file_keeps_timestamps_increasing_across_loops(clip_720p: Path) -> None:
+    # given a looping file read as fast as it decodes
+    settings = CameraSettings(name="loop", url=str(clip_720p), sample_fps=5, loop=True, realtime=False)
+
+    # when 2.5 loops are read
+    frames, source = _collect(settings, 75, Metrics())
+
+    # then
+    pts = [f.pts for f in frames]
+    assert all(b > a for a, b in zip(pts, pts[1:]))
+    assert pts[74] == pytest.approx(14.8, abs=0.05)
+    assert source.state.status == "stopped"
+
+
+def test_a_missing_file_is_an_error_in_the_state_and_the_camera_backs_off(tmp_path: Path) -> None:
+    # given
+    settings = CameraSettings(name="gone", url=str(tmp_path / "nope.mp4"), backoff={"initial_s": 30, "max_s": 30})
+    source = CameraSource(settings).start()
+
+    # when
+    in_backoff = wait_for(lambda: source.state.status == "backoff", 10)
+    state = source.state
+    source.stop()
+
+    # then
+    assert in_backoff
+    assert state.last_error == f"camera 'gone': {tmp_path / 'nope.mp4'}: no such file or device"
+    assert state.next_retry_at is not None
+
+
+def _damage(src: Path, dst: Path, how: str) -> Path:
+    data = bytearray(src.read_bytes())
+    if how == "truncated":
+        data = data[: int(len(data) * 0.6) + 7]  # cut inside a NAL unit
+    else:  # garbage in the middle
+        rng = random.Random(11)
+        middle = len(data) // 2
+        data[middle : middle + 40_000] = bytes(rng.getrandbits(8) for _ in range(40_000))
+    dst.write_bytes(bytes(data))
+    return dst
+
+
+@pytest.mark.parametrize(
+    ("source_clip", "how", "kinds"),
+    [
+        ("h264", "truncated", {"corrupt", "decode"}),
+        ("h264", "garbage", {"corrupt", "decode"}),
+        ("mp4", "garbage", {"corrupt", "decode"}),
+    ],
+)
+def test_a_damaged_stream_is_logged_counted_and_recovered(
+    source_clip: str, how: str, kinds: set[str], clip_720p: Path, clip_h264: Path, tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # given a damaged file played in a loop (each loop crosses the damage)
+    clip = clip_h264 if source_clip == "h264" else clip_720p
+    damaged = _damage(clip, tmp_path / f"damaged.{source_clip}", how)
+    metrics = Metrics()
+    settings = CameraSettings(name="dmg", url=str(damaged), sample_fps=5, loop=True, realtime=False)
+
+    # when
+    with caplog.at_level(logging.WARNING, logger="streamd.sources"):
+        frames, source = _collect(settings, 60, metrics)
+
+    # then logged
+    assert any(w in caplog.text for w in ("frame with decoding errors skipped", "damaged packet skipped"))
+    # counted
+    errors = {k: _metric(metrics, "streamd_stream_errors_total", camera="dmg", kind=k) for k in kinds}
+    assert sum(errors.values()) > 0, errors
+    # recovered: frames kept coming across several passes over the damage, on one connection
+    duration = 3.0 if source_clip == "h264" else 6.0
+    assert frames[-1].pts > 2 * duration * (0.6 if how == "truncated" else 1.0)
+    assert _metric(metrics, "streamd_reconnects_total", camera="dmg") == 0
+    assert source.state.last_error is None
+
+
+def test_garbage_instead_of_a_file_is_a_clear_open_error(tmp_path: Path) -> None:
+    # given
+    junk = tmp_path / "junk.mp4"
+    junk.write_bytes(os.urandom(4096))
+    source = CameraSource(CameraSettings(name="junk", url=str(junk), backoff={"initial_s": 30, "max_s": 30})).start()
+
+    # when
+    wait_for(lambda: source.state.status == "backoff", 10)
+    state = source.state
+    source.stop()
+
+    # then
+    assert state.last_error is not None
+    assert state.last_error.startswith(f"camera 'junk': cannot open {junk}: ")
