@@ -197,6 +197,7 @@ def test_score_probes_uses_the_real_library_and_decision():
 
 def test_threshold_grid_marks_the_default():
     assert threshold_grid(0.45, ()) == [0.3, 0.35, 0.4, 0.45, 0.5, 0.55]
+    assert threshold_grid(0.91, ()) == [0.88, 0.89, 0.9, 0.91, 0.92, 0.93]
     assert threshold_grid(0.45, (0.2, 0.9)) == [0.2, 0.45, 0.9]
 
 

@@ -140,8 +140,13 @@ def score_probes(
 
 
 def threshold_grid(default: float, extra: tuple[float, ...]) -> list[float]:
-    """The thresholds to report: the given ones, or default -0.15 ... +0.10 in steps of 0.05."""
-    values = list(extra) if extra else [default + d for d in (-0.15, -0.10, -0.05, 0.0, 0.05, 0.10)]
+    """The thresholds to report: the given ones, or six around the default (3 steps below, 2 above).
+
+    The step scales with the room above the default, ``(1 - default) / 11``, rounded to 0.01: 0.05
+    for ArcFace-style models (default 0.45) and 0.01 for dlib, whose cosines crowd into 0.8-1.0.
+    """
+    step = max(0.01, round((1.0 - default) / 11.0, 2))
+    values = list(extra) if extra else [default + k * step for k in range(-3, 3)]
     values.append(default)
     return sorted({round(min(1.0, max(-1.0, v)), 4) for v in values})
 
