@@ -9,11 +9,14 @@ file into :class:`ModelError` naming the path and the setting that points to it.
 from __future__ import annotations
 
 import importlib
+import logging
 from pathlib import Path
 from typing import Any, Callable
 
 from streamd.errors import EngineUnavailable, ModelError
 from streamd.faces.base import FaceDetector, FaceEmbedder
+
+log = logging.getLogger(__name__)
 
 #: The extra (``pip install 'streamd[<extra>]'``) that provides each engine type's packages.
 ENGINE_EXTRAS = {"dlib": "dlib", "onnx": "onnx", "paddlex": "paddle", "paddle": "paddle"}
@@ -59,8 +62,15 @@ def _dlib_model_files(role: str) -> None:
 # --------------------------------------------------------------------------- detectors
 
 
+def _cpu_only(engine: str, device: str) -> None:
+    if device != "cpu":
+        # dlib-bin wheels and opencv-python-headless are built without CUDA: say so, not pretend.
+        log.warning("engine.device=%s: the %s engine runs on the CPU only", device, engine)
+
+
 def _dlib_detector(settings: Any, device: str) -> FaceDetector:
     require_package("dlib", "dlib", "detector")
+    _cpu_only("dlib", device)
     _dlib_model_files("detector")
     from streamd.faces.dlib_engine import DlibDetector
 
@@ -76,6 +86,7 @@ def _dlib_detector(settings: Any, device: str) -> FaceDetector:
 def _onnx_detector(settings: Any, device: str) -> FaceDetector:
     path = require_model_file(settings.model_path, "engine.detector.model_path", "onnx")
     if settings.model == "yunet":
+        _cpu_only("YuNet (OpenCV DNN)", device)
         from streamd.faces.onnx_engine import YuNetDetector
 
         return YuNetDetector(
@@ -119,6 +130,7 @@ DETECTOR_BUILDERS: dict[str, Callable[[Any, str], FaceDetector]] = {
 
 def _dlib_embedder(settings: Any, device: str) -> FaceEmbedder:
     require_package("dlib", "dlib", "embedder")
+    _cpu_only("dlib", device)
     _dlib_model_files("embedder")
     from streamd.faces.dlib_engine import DlibEmbedder
 
