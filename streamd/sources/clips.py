@@ -23,12 +23,14 @@ def encode_h264(
     gop: int = 25,
     seconds: float | None = None,
     crf: int = 23,
+    preset: str = "ultrafast",
 ) -> int:
     """Re-encode the video of ``src`` into ``dst`` (H.264, yuv420p, no B-frames); answers the frame count.
 
     Keyframes come every ``gop`` frames exactly (no scene-cut keyframes). ``seconds`` limits
     the output duration; the input is resampled to ``fps`` by timestamp. The container follows
-    ``dst``'s suffix (.mp4, .mkv, .h264 for a raw Annex B stream).
+    ``dst``'s suffix (.mp4, .mkv, .h264 for a raw Annex B stream). ``preset`` ultrafast encodes
+    fastest (tests); veryfast makes CABAC High-profile streams like IP cameras send (benchmarks).
     """
     dst = Path(dst)
     period = 1.0 / fps
@@ -38,7 +40,7 @@ def encode_h264(
             "libx264",
             rate=fps,
             options={
-                "preset": "ultrafast",
+                "preset": preset,
                 "crf": str(crf),
                 "x264-params": f"keyint={gop}:min-keyint={gop}:scenecut=0:bframes=0",
             },

@@ -76,8 +76,10 @@ def open_usb(
     try:
         return reader.open()
     except SourceError as exc:
+        if exc.kind == "interrupted":
+            raise
         # A device that exists but cannot be opened is busy, unplugged meanwhile, or not a capture node.
-        raise SourceError(f"{exc} (is it in use by another program, or a metadata node?)", "device") from None
+        raise SourceError(f"{exc} (is it a V4L2 capture node, not in use by another program?)", "device") from None
 
 
 class OpenCVReader:
