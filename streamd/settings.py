@@ -21,6 +21,7 @@ from pydantic_settings import (
 )
 
 from streamd.errors import ConfigError
+from streamd.logging_setup import LogSettings
 from streamd.pipeline.config import PipelineSettings
 from streamd.server.config import HttpSettings
 from streamd.sinks.config import MqttSettings
@@ -441,6 +442,7 @@ class Settings(BaseSettings):
     tracking: TrackingSettings = Field(default_factory=TrackingSettings)
     snapshots: SnapshotSettings = Field(default_factory=SnapshotSettings)
     pipeline: PipelineSettings = Field(default_factory=PipelineSettings)
+    log: LogSettings = Field(default_factory=LogSettings)
 
     @classmethod
     def settings_customise_sources(
