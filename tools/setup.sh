@@ -13,6 +13,8 @@ APT_PACKAGES=(
   python3-gi gir1.2-gst-rtsp-server-1.0    # tools/rtsp_server.py (GStreamer RTSP server, system python3)
   gstreamer1.0-rtsp gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad
   gstreamer1.0-plugins-ugly gstreamer1.0-libav
+  prometheus                               # a real Prometheus scrapes the test server (tests/test_server_prometheus.py)
+  openssl                                  # test certificates for MQTT over TLS
 )
 
 if [ -z "${STREAMD_SKIP_APT:-}" ] && command -v apt-get >/dev/null 2>&1; then
