@@ -28,9 +28,12 @@ class FeatureLibraryError(StreamdError):
 class SourceError(StreamdError):
     """A camera or video source cannot be opened or read; ``kind`` says how (a metric label).
 
-    Kinds: ``open`` (cannot connect or open), ``no_video`` (no video stream), ``device`` (USB
-    device missing or busy), ``stall`` (no frame within the stall timeout), ``eof`` (a live
-    stream ended), ``decode`` (too many undecodable packets), ``interrupted`` (stopped).
+    Kinds: ``open`` (cannot connect or open), ``timeout`` (no answer within the connect
+    timeout), ``no_video`` (no video stream), ``device`` (USB device missing or busy), ``stall``
+    (no data within the stall timeout), ``read`` (the connection failed mid-stream), ``eof`` (a
+    live stream ended), ``decode`` (too many undecodable packets in a row), ``interrupted``
+    (stopped). Cameras also count ``corrupt`` frames and ``internal`` errors in
+    ``streamd_stream_errors_total``.
     The message names the camera and never holds a password.
     """
 

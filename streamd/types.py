@@ -88,8 +88,9 @@ class Frame:
 
     ``pts`` is the stream time in seconds (monotonic within one connection), ``captured_at`` the
     wall-clock time.time() when it was decoded, ``seq`` a per-camera counter of sampled frames and
-    ``skipped`` how many decoded frames the sampler dropped since the previous sample (the tracker's
-    period). ``image`` is BGR uint8 (H, W, 3).
+    ``skipped`` how many frames of the source went by since the previous sample, dropped by the
+    sampler or never decoded (keyframe-only decoding) (the tracker's period). ``image`` is BGR
+    uint8 (H, W, 3).
     """
 
     camera: str

@@ -8,11 +8,13 @@ except under CI=true where that is a failure.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import select
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -151,16 +153,22 @@ if __name__ == "__main__":  # pragma: no cover - manual use: python tests/rtsp.p
 
 
 def make_clip(tmp_path_factory: pytest.TempPathFactory, faces_dir: Path, name: str, **kwargs: object) -> Path:
-    """An H.264 clip re-encoded from the real Hamilton clip, made once per test session and ``name``."""
+    """An H.264 clip re-encoded from the real Hamilton clip, cached by ``name`` and parameters.
+
+    The cache is a folder of the system temp dir, not pytest's basetemp: a concurrent pytest run
+    prunes old basetemps, which would delete a clip an RTSP server of this run is serving.
+    """
     from streamd.sources.clips import encode_h264
 
-    folder = tmp_path_factory.getbasetemp() / "clips"
+    source = faces_dir / HAMILTON
+    key = hashlib.sha1(repr((sorted(kwargs.items()), source.stat().st_size, source.stat().st_mtime_ns)).encode())
+    folder = Path(tempfile.gettempdir()) / f"streamd-test-clips-{os.getuid()}"
     folder.mkdir(exist_ok=True)
-    path = folder / name
+    path = folder / f"{key.hexdigest()[:12]}-{name}"
     if not path.exists():
-        partial = path.with_name("partial-" + name)
-        encode_h264(faces_dir / HAMILTON, partial, **kwargs)  # type: ignore[arg-type]
-        partial.rename(path)
+        partial = tmp_path_factory.mktemp("clip") / name
+        encode_h264(source, partial, **kwargs)  # type: ignore[arg-type]
+        os.replace(partial, path)  # atomic: a concurrent run sees the whole clip or none
     return path
 
 

@@ -72,6 +72,9 @@ def test_a_file_is_sampled_at_the_configured_fps_by_timestamps(clip_720p: Path) 
     assert _metric(metrics, "streamd_frames_decoded_total", camera="file") == 150
     assert _metric(metrics, "streamd_frames_sampled_total", camera="file") == 30
     assert _metric(metrics, "streamd_frames_dropped_total", camera="file", reason="queue_full") == 0
+    assert _metric(metrics, "streamd_stage_duration_seconds_count", camera="file", stage="decode") == 150
+    assert _metric(metrics, "streamd_stage_duration_seconds_count", camera="file", stage="convert") == 30
+    assert _metric(metrics, "streamd_stage_duration_seconds_sum", camera="file", stage="decode") > 0
 
 
 def test_keyframe_mode_is_chosen_at_or_below_the_keyframe_rate_and_decodes_far_fewer_frames(clip_720p: Path) -> None:

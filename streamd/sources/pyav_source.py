@@ -96,6 +96,7 @@ class PyAVReader:
         self.keyframe_interval: float | None = None
         self._meter = KeyframeMeter()
         self._keyframes_failed = False
+        self._decode_s = 0.0
 
     # ------------------------------------------------------------------ open / close
 
@@ -210,7 +211,7 @@ class PyAVReader:
                         pace_origin = self._pace(pts, pace_origin)
                         if self._stop.is_set():
                             return
-                    yield Decoded(pts, unseen, corrupt, partial(self._to_bgr, frame))
+                    yield Decoded(pts, unseen, corrupt, partial(self._to_bgr, frame), self._decode_s)
                 if self._stop.is_set():
                     return
             # The demuxer reached the end of the input.
@@ -248,8 +249,11 @@ class PyAVReader:
 
     def _decode(self, ctx: Any, packet: Any) -> list[Any] | None:
         """The frames of ``packet``; None (after reporting it) when the packet is undecodable."""
+        started = time.perf_counter()
         try:
-            return ctx.decode(packet)
+            frames = ctx.decode(packet)
+            self._decode_s = (time.perf_counter() - started) / max(1, len(frames))
+            return frames
         except av.error.FFmpegError as exc:
             self._on_error("decode", f"camera {self.settings.name!r}: damaged packet skipped: "
                            f"{describe_av_error(exc, self.settings.url)}")

@@ -24,13 +24,14 @@ class Decoded:
 
     ``pts`` is stream time in seconds (continuous across file loops), ``unseen`` the frames of
     the source just before it that were not decoded (keyframe-only decoding), ``corrupt`` true
-    when the decoder concealed damage in it.
+    when the decoder concealed damage in it, ``decode_s`` the decoder time it took.
     """
 
     pts: float
     unseen: int
     corrupt: bool
     convert: Callable[[], np.ndarray]
+    decode_s: float = 0.0
 
     def to_bgr(self) -> np.ndarray:
         """The frame as BGR uint8 (H, W, 3), scaled to the camera's detection size if it has one."""

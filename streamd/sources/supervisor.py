@@ -106,6 +106,7 @@ class CameraSource:
         self._m_reconnects = m.reconnects.labels(cam)
         self._m_stalled = m.stalled_seconds.labels(cam)
         self._m_decode_s = m.stage_seconds.labels(cam, "decode")
+        self._m_convert_s = m.stage_seconds.labels(cam, "convert")
         self._m_up.set(0)
 
     # ------------------------------------------------------------------ public API
@@ -193,6 +194,7 @@ class CameraSource:
             streaming = False
             for decoded in reader.frames():
                 self._m_decoded.inc()
+                self._m_decode_s.observe(decoded.decode_s)
                 if not streaming:
                     streaming = True
                     self._went_up(reader)
@@ -223,7 +225,7 @@ class CameraSource:
     def _emit(self, decoded: Decoded, skipped: int) -> None:
         started = time.perf_counter()
         image = decoded.to_bgr()
-        self._m_decode_s.observe(time.perf_counter() - started)
+        self._m_convert_s.observe(time.perf_counter() - started)
         now = time.time()
         frame = Frame(camera=self.name, seq=self._seq, pts=decoded.pts, captured_at=now, image=image, skipped=skipped)
         self._seq += 1
