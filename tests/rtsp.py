@@ -38,7 +38,10 @@ def require_rtsp_server() -> None:
     ) if os.path.exists(SYSTEM_PYTHON) else None
     if probe is not None and probe.returncode == 0:
         return
-    message = "GStreamer's RTSP server is not installed (apt-get install -y python3-gi gir1.2-gst-rtsp-server-1.0 ...)"
+    message = (
+        "GStreamer's RTSP server is not installed (apt-get install -y python3-gi gir1.2-gst-rtsp-server-1.0 "
+        "gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad)"
+    )
     if os.environ.get("CI", "").lower() == "true":
         pytest.fail(f"{message}; CI=true requires it", pytrace=False)
     pytest.skip(message)

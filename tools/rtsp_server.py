@@ -12,8 +12,11 @@ cleanly on SIGTERM or Ctrl-C.
 
 It uses GStreamer's RTSP server from Debian's packages, which run under the system Python::
 
-    apt-get install -y python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-rtsp \\
+    apt-get install -y python3-gi gir1.2-gst-rtsp-server-1.0 \\
         gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad
+
+(parsebin is in -base; qtdemux, matroskademux, rtph264pay and the RTP/UDP elements in -good;
+h264parse in -bad. Nothing is decoded, so no codec package is needed.)
 
 Started with another interpreter (a venv without PyGObject) it re-runs itself with
 /usr/bin/python3.
@@ -66,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
         _reexec_with_system_python()
         print(
             "error: GStreamer's RTSP server is not available: apt-get install -y python3-gi "
-            "gir1.2-gst-rtsp-server-1.0 gstreamer1.0-rtsp gstreamer1.0-plugins-base gstreamer1.0-plugins-good "
+            "gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-base gstreamer1.0-plugins-good "
             "gstreamer1.0-plugins-bad",
             file=sys.stderr,
         )
