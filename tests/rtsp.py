@@ -20,7 +20,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from conftest import PROJECT_ROOT, free_port
 
 SERVER_SCRIPT = PROJECT_ROOT / "tools" / "rtsp_server.py"
@@ -30,12 +29,12 @@ HAMILTON = Path("video/faces/ageitgey_short_hamilton_clip.mp4")
 
 def require_rtsp_server() -> None:
     """Skip (or fail under CI) unless GStreamer's RTSP server and PyGObject are installed."""
-    probe = subprocess.run(
-        [SYSTEM_PYTHON, "-c", "import gi; gi.require_version('GstRtspServer', '1.0'); "
-         "from gi.repository import GstRtspServer"],
-        capture_output=True,
-        text=True,
-    ) if os.path.exists(SYSTEM_PYTHON) else None
+    code = "import gi; gi.require_version('GstRtspServer', '1.0'); from gi.repository import GstRtspServer"
+    probe = (
+        subprocess.run([SYSTEM_PYTHON, "-c", code], capture_output=True, text=True, check=False)
+        if os.path.exists(SYSTEM_PYTHON)
+        else None
+    )
     if probe is not None and probe.returncode == 0:
         return
     message = (

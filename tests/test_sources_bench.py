@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-
 from rtsp import HAMILTON
+
 from streamd.cli import cli
 
 pytestmark = pytest.mark.shared

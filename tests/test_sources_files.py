@@ -6,11 +6,12 @@ import logging
 import os
 import random
 from collections.abc import Iterator
+from itertools import pairwise
 from pathlib import Path
 
 import pytest
+from rtsp import camera_threads, clip_720p, make_clip, wait_for  # noqa: F401 (clip_720p is a fixture)
 
-from rtsp import camera_threads, clip_720p, make_clip, wait_for  # noqa: F401  (clip_720p is a fixture)
 from streamd.metrics import Metrics
 from streamd.sources.config import CameraSettings
 from streamd.sources.queues import END
@@ -64,7 +65,7 @@ def test_a_file_is_sampled_at_the_configured_fps_by_timestamps(clip_720p: Path) 
 
     # then
     assert len(frames) == 30
-    assert [round(b.pts - a.pts, 3) for a, b in zip(frames, frames[1:])] == [0.2] * 29
+    assert [round(b.pts - a.pts, 3) for a, b in pairwise(frames)] == [0.2] * 29
     assert all(f.skipped == 4 for f in frames[1:])
     assert frames[0].image.shape == (360, 640, 3)
     assert source.state.status == "ended" and source.state.mode == "full"
@@ -115,7 +116,7 @@ def test_a_looping_file_keeps_timestamps_increasing_across_loops(clip_720p: Path
 
     # then
     pts = [f.pts for f in frames]
-    assert all(b > a for a, b in zip(pts, pts[1:]))
+    assert all(b > a for a, b in pairwise(pts))
     assert pts[74] == pytest.approx(14.8, abs=0.05)
     assert source.state.status == "stopped"
 

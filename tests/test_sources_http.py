@@ -8,11 +8,12 @@ import subprocess
 import threading
 from collections.abc import Iterator
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from itertools import pairwise
 from pathlib import Path
 
 import pytest
+from rtsp import camera_threads, clip_720p, wait_for  # noqa: F401 (clip_720p is a fixture)
 
-from rtsp import camera_threads, clip_720p, wait_for  # noqa: F401 (fixture)
 from streamd.metrics import Metrics
 from streamd.sources.config import CameraSettings
 from streamd.sources.supervisor import CameraSource
@@ -22,7 +23,7 @@ pytestmark = pytest.mark.shared
 
 
 class _QuietHandler(SimpleHTTPRequestHandler):
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - the base class's name
+    def log_message(self, format: str, *args: object) -> None:
         pass
 
 
@@ -71,7 +72,7 @@ def test_an_hls_stream_is_read_sampled_and_reconnected_when_it_ends(hls_url: str
     # then the whole playlist was sampled at 5 fps by timestamp
     assert ended, state
     assert len(frames) == 30
-    gaps = {round(b.pts - a.pts, 3) for a, b in zip(frames, frames[1:])}
+    gaps = {round(b.pts - a.pts, 3) for a, b in pairwise(frames)}
     assert gaps == {0.2}
     assert state.last_error == "camera 'hls': the stream ended (the server closed it)"
     assert "hls-secret" not in state.source and state.source.startswith("http://viewer:***@127.0.0.1:")

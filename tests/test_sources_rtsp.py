@@ -7,11 +7,12 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
+from itertools import pairwise
 from pathlib import Path
 
 import pytest
+from rtsp import RtspServer, camera_threads, clip_720p, require_rtsp_server, wait_for  # noqa: F401 (clip_720p is a fixture)
 
-from rtsp import RtspServer, camera_threads, clip_720p, require_rtsp_server, wait_for  # noqa: F401 (fixture)
 from streamd.metrics import Metrics
 from streamd.sources.config import CameraSettings
 from streamd.sources.state import CameraState
@@ -80,7 +81,7 @@ def test_frames_flow_and_are_sampled_at_the_configured_fps(server: RtspServer, t
     # then
     assert got, f"only {len(rec.frames)} frames; state {source.state}"
     frames = rec.frames[1:16]  # the first sample is wherever the stream was joined
-    gaps = [b.pts - a.pts for a, b in zip(frames, frames[1:])]
+    gaps = [b.pts - a.pts for a, b in pairwise(frames)]
     assert all(0.15 <= g <= 0.25 for g in gaps), gaps
     assert (frames[-1].pts - frames[0].pts) / (len(frames) - 1) == pytest.approx(0.2, abs=0.02)
     assert frames[0].image.shape == (360, 640, 3)

@@ -9,8 +9,8 @@ from collections.abc import Iterator
 
 import numpy as np
 import pytest
-
 from rtsp import camera_threads, wait_for
+
 from streamd.errors import SourceError
 from streamd.metrics import Metrics
 from streamd.sources.config import CameraSettings

@@ -6,8 +6,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
 from rtsp import camera_threads, wait_for
+
 from streamd.errors import SourceError
 from streamd.metrics import Metrics
 from streamd.sources.config import CameraSettings
@@ -32,8 +32,13 @@ def _usb(device: str, **usb: object) -> CameraSettings:
 @pytest.mark.parametrize(
     ("device", "message"),
     [
-        (MISSING, f"camera 'desk': USB device {MISSING} not found (is the camera plugged in? "
-                  "`v4l2-ctl --list-devices` lists the devices present)"),
+        (
+            MISSING,
+            (
+                f"camera 'desk': USB device {MISSING} not found (is the camera plugged in? "
+                "`v4l2-ctl --list-devices` lists the devices present)"
+            ),
+        ),
         ("{tmp}/not-a-device", "camera 'desk': {tmp}/not-a-device is not a video device (not a character device)"),
     ],
 )
@@ -54,8 +59,13 @@ def test_a_device_that_is_not_there_is_a_clear_error(backend: str, device: str, 
 @pytest.mark.parametrize(
     ("backend", "message"),
     [
-        ("pyav", "camera 'desk': cannot open /dev/null: Inappropriate ioctl for device (is it a V4L2 capture node, "
-                 "not in use by another program?)"),
+        (
+            "pyav",
+            (
+                "camera 'desk': cannot open /dev/null: Inappropriate ioctl for device (is it a V4L2 capture node, "
+                "not in use by another program?)"
+            ),
+        ),
         ("opencv", "camera 'desk': OpenCV cannot open USB device /dev/null"),
     ],
 )

@@ -291,7 +291,7 @@ class CameraSettings(_Strict):
         """The local path of a file source, else None."""
         if self.kind != "file" or self.url is None:
             return None
-        return Path(self.url[len("file://"):] if self.url.startswith("file://") else self.url)
+        return Path(self.url.removeprefix("file://"))
 
     @property
     def is_realtime(self) -> bool:
@@ -315,7 +315,7 @@ class CameraSettings(_Strict):
             h = max(2, int(round(height * w / width / 2)) * 2)
         if (w, h) == (width, height):
             return None
-        return int(w), int(h)
+        return w, h
 
     def __repr_args__(self):  # type: ignore[no-untyped-def]
         # repr() (tracebacks, debuggers) shows the masked URL.
