@@ -113,11 +113,13 @@ def test_keyframe_mode_is_chosen_over_rtsp_and_decodes_far_fewer_frames(server: 
     assert source.state.keyframe_interval_s == pytest.approx(1.0, abs=0.05)
 
 
-def _restart_and_recover(server: RtspServer, down_s: float, max_backoff_s: float, caplog: pytest.LogCaptureFixture) -> None:
+def _restart_and_recover(
+    server: RtspServer, down_s: float, max_backoff_s: float, caplog: pytest.LogCaptureFixture, transport: str = "tcp"
+) -> None:
     metrics = Metrics()
     rec = Recorder()
     url = server.url_with("admin", PASSWORD)
-    settings = _settings(url, backoff={"initial_s": 0.5, "max_s": max_backoff_s}, stall_timeout_s=3)
+    settings = _settings(url, backoff={"initial_s": 0.5, "max_s": max_backoff_s}, stall_timeout_s=3, transport=transport)
     source = rec.source(settings, metrics).start()
     with caplog.at_level(logging.INFO, logger="streamd.sources"):
         assert wait_for(lambda: len(rec.frames) >= 5, 15), (source.state, server.proc and server.proc.poll(), server.log)
@@ -150,10 +152,11 @@ def _restart_and_recover(server: RtspServer, down_s: float, max_backoff_s: float
     assert all(PASSWORD not in (s.last_error or "") and PASSWORD not in s.source for s in rec.states)
 
 
+@pytest.mark.parametrize("transport", ["tcp", "udp"])
 def test_the_camera_comes_back_by_itself_after_the_server_restarts_5_s_later(
-    server: RtspServer, caplog: pytest.LogCaptureFixture
+    server: RtspServer, caplog: pytest.LogCaptureFixture, transport: str
 ) -> None:
-    _restart_and_recover(server, down_s=5.0, max_backoff_s=2.0, caplog=caplog)
+    _restart_and_recover(server, down_s=5.0, max_backoff_s=2.0, caplog=caplog, transport=transport)
 
 
 @pytest.mark.slow
