@@ -1,0 +1,177 @@
+"""Scoring a recognition run against a scene's ground truth: who each track was, what it was called.
+
+Input: the IdentityEvents of a run, the video time (pts) of the frame behind each event, and per
+camera the :class:`~streamd.bench.scenes.SceneClip` it played (looped or not). Each track is
+matched to the person whose true face box overlaps its box best in the frame of its first event;
+then
+
+- an enrolled person's track is *named correctly* when its last decision is that person's label;
+- a never-enrolled person's track is *wrongly named* when it was ever given any label;
+- *time to identify* is, in video time, from the first frame where the person's face is (almost)
+  fully in view to the frame whose result was the track's ``identified`` event.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from streamd.bench.scenes import SceneClip
+from streamd.tracking.geometry import iou_matrix
+from streamd.types import IdentityEvent
+
+Box = tuple[float, float, float, float]
+
+
+@dataclass
+class TrackOutcome:
+    """One track of one camera and what the run decided about it."""
+
+    camera: str
+    track_id: int
+    #: The person it followed (None: no true face under it, a false detection), and whether enrolled.
+    truth: str | None = None
+    enrolled: bool = False
+    #: Video time (pts) of the track's first event and of its first ``identified`` event.
+    first_pts: float | None = None
+    identified_pts: float | None = None
+    #: Every label decided for it, in order (None = unknown), and the last one.
+    labels: list[str | None] = field(default_factory=list)
+    #: Video time the person's face was first fully in view, in the same loop as the track.
+    visible_pts: float | None = None
+
+    @property
+    def final(self) -> str | None:
+        return self.labels[-1] if self.labels else None
+
+    @property
+    def named_correctly(self) -> bool:
+        return self.truth is not None and self.final == self.truth
+
+    @property
+    def wrongly_named(self) -> bool:
+        """Given a name that is not the person's (any time), or any name for a stranger."""
+        return any(label is not None and label != self.truth for label in self.labels)
+
+    @property
+    def time_to_identify(self) -> float | None:
+        if self.identified_pts is None or self.visible_pts is None or self.final != self.truth:
+            return None
+        return max(0.0, self.identified_pts - self.visible_pts)
+
+
+def score_tracks(
+    events: Iterable[IdentityEvent],
+    event_pts: Mapping[tuple[str, float], float],
+    clips: Mapping[str, SceneClip],
+    *,
+    min_iou: float = 0.3,
+) -> list[TrackOutcome]:
+    """Match every track to the truth and collect its decisions (see the module docstring).
+
+    ``event_pts`` maps (camera, event.frame_ts) to the video time of that frame; events whose
+    frame is unknown (``end`` events flushed at shutdown) only contribute their label.
+    """
+    tracks: dict[tuple[str, int], TrackOutcome] = {}
+    for event in events:
+        key = (event.camera, event.track_id)
+        track = tracks.get(key)
+        if track is None:
+            track = tracks[key] = TrackOutcome(event.camera, event.track_id)
+        pts = event_pts.get((event.camera, event.frame_ts))
+        clip = clips.get(event.camera)
+        if track.truth is None and pts is not None and clip is not None:
+            _match(track, event.box, pts, clip, min_iou)
+        if track.first_pts is None and pts is not None:
+            track.first_pts = pts
+        if event.type != "new" or event.label is not None:
+            track.labels.append(event.label)
+        if event.type == "identified" and track.identified_pts is None and pts is not None:
+            track.identified_pts = pts
+    return list(tracks.values())
+
+
+def _match(track: TrackOutcome, box: Box, pts: float, clip: SceneClip, min_iou: float) -> None:
+    faces = clip.faces_at(pts)
+    if not faces:
+        return
+    overlaps = iou_matrix(np.asarray([box]), np.asarray([f[1] for f in faces]))[0]
+    k = int(np.argmax(overlaps))
+    if overlaps[k] < min_iou:
+        return
+    best = faces[k][0]
+    track.truth = best
+    loop = math.floor(pts / clip.duration_s + 1e-9)
+    t = pts - loop * clip.duration_s
+    appearance = next((a for a in clip.appearances if a.label == best and a.start_s - 0.1 <= t <= a.end_s + 0.1), None)
+    if appearance is not None:
+        track.enrolled = appearance.enrolled
+        visible = clip.first_visible(appearance)
+        if visible is not None:
+            track.visible_pts = visible + loop * clip.duration_s
+    else:
+        track.enrolled = any(a.enrolled for a in clip.appearances if a.label == best)
+
+
+@dataclass(frozen=True)
+class Accuracy:
+    """Track-level figures of a run."""
+
+    enrolled_tracks: int
+    named_correctly: int
+    strangers_tracks: int
+    strangers_named: int
+    wrong_names: int
+    unmatched_tracks: int
+    unmatched_named: int
+    times_to_identify: tuple[float, ...]
+    never_identified: int
+
+    @property
+    def correct_share(self) -> float:
+        return self.named_correctly / self.enrolled_tracks if self.enrolled_tracks else float("nan")
+
+    @property
+    def median_time_to_identify(self) -> float | None:
+        return statistics.median(self.times_to_identify) if self.times_to_identify else None
+
+    def lines(self) -> list[str]:
+        tti = self.median_time_to_identify
+        return [
+            f"enrolled people's tracks named correctly: {self.named_correctly}/{self.enrolled_tracks} "
+            f"({100 * self.correct_share:.1f} %), never named {self.never_identified}, wrong name {self.wrong_names}",
+            f"never-enrolled people's tracks given a name: {self.strangers_named}/{self.strangers_tracks}",
+            f"tracks on no true face: {self.unmatched_tracks} ({self.unmatched_named} named)",
+            "time to identify (video time, first frame fully in view -> identified): "
+            + (f"median {tti:.2f} s, p90 {_quantile(self.times_to_identify, 0.9):.2f} s, n={len(self.times_to_identify)}"
+               if tti is not None else "no identification"),
+        ]
+
+
+def accuracy(tracks: Sequence[TrackOutcome]) -> Accuracy:
+    """Summarise scored tracks."""
+    enrolled = [t for t in tracks if t.truth is not None and t.enrolled]
+    strangers = [t for t in tracks if t.truth is not None and not t.enrolled]
+    unmatched = [t for t in tracks if t.truth is None]
+    return Accuracy(
+        enrolled_tracks=len(enrolled),
+        named_correctly=sum(t.named_correctly for t in enrolled),
+        strangers_tracks=len(strangers),
+        strangers_named=sum(t.wrongly_named for t in strangers),
+        wrong_names=sum(t.wrongly_named for t in enrolled),
+        unmatched_tracks=len(unmatched),
+        unmatched_named=sum(any(label is not None for label in t.labels) for t in unmatched),
+        times_to_identify=tuple(x for t in enrolled if (x := t.time_to_identify) is not None),
+        never_identified=sum(t.identified_pts is None for t in enrolled),
+    )
+
+
+def _quantile(values: Sequence[float], q: float) -> float:
+    ordered = sorted(values)
+    if not ordered:
+        return float("nan")
+    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]

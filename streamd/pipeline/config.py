@@ -1,0 +1,60 @@
+"""Settings of the recognition loop (``pipeline:`` in the config file).
+
+Only pydantic is imported here, so loading settings never pulls in an engine.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class PipelineSettings(BaseModel):
+    """How many recognition workers run, how they run, and how the daemon stops."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    workers: int = Field(
+        0,
+        ge=0,
+        le=64,
+        description="Recognition workers (0 = one per CPU core). Each worker runs detection and embedding for "
+        "one batch of frames at a time, so more workers use more cores; beyond the core count they only "
+        "add memory (one engine each) and contention.",
+    )
+    worker_mode: Literal["threads", "processes"] = Field(
+        "threads",
+        description="threads: workers share the process (the engines release the GIL while they compute, "
+        "and frames are handed over by reference). processes: each worker thread hands detection and "
+        "embedding to a child process of its own through shared memory; it costs a frame copy per sample "
+        "and a process per worker, and only pays off with engines that hold the GIL.",
+    )
+    batch_frames: int = Field(
+        4,
+        ge=1,
+        le=64,
+        description="Frames of different cameras one worker takes at once: their faces are embedded in one "
+        "batch and searched in one index call. Higher amortises per-call costs over cameras; lower keeps "
+        "each frame's latency independent of the others.",
+    )
+    stop_timeout_s: float = Field(
+        10.0,
+        gt=0,
+        le=600,
+        description="On SIGTERM/SIGINT, the time allowed to stop the cameras, finish the frames in flight, "
+        "flush `end` events and hand events to MQTT or its spool. Parts still busy after it are abandoned.",
+    )
+    recent_events: int = Field(
+        500, ge=1, le=1_000_000, description="Events kept in memory for GET /api/events/recent."
+    )
+
+    def worker_count(self) -> int:
+        """``workers``, or the number of CPU cores this process may use when it is 0."""
+        if self.workers:
+            return self.workers
+        try:
+            return max(1, len(os.sched_getaffinity(0)))
+        except (AttributeError, OSError):
+            return max(1, os.cpu_count() or 1)
