@@ -7,7 +7,7 @@ import importlib
 import click
 
 # Modules under streamd.bench that export a click command named ``command``.
-_SUBCOMMANDS: tuple[str, ...] = ("decode", "engines", "index", "mqtt", "paddle", "pipeline", "seed")
+_SUBCOMMANDS: tuple[str, ...] = ("decode", "engines", "index", "mqtt", "paddle", "pipeline", "seed", "reload")
 
 
 @click.group("bench")

@@ -56,7 +56,10 @@ class IndexState:
 
     @property
     def label_count(self) -> int:
-        return 0 if self.library is None else len(set(self.library.labels.values()))
+        if self.library is None:
+            return 0
+        cached = getattr(self.library, "label_set", None)  # FeatureLibrary keeps its distinct labels
+        return len(cached if cached is not None else set(self.library.labels.values()))
 
     def to_dict(self) -> dict:
         """JSON for /api/index and the retained ``<prefix>/index/state`` MQTT message."""

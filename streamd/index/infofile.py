@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterator
 from typing import Any
 
 import yaml
@@ -49,20 +50,43 @@ def load_index_info(text: str) -> Any:
 
 
 def _load_fast(text: str) -> dict[str, Any] | None:
-    """The mapping when ``text`` has exactly the shape dump_index_info writes, else None."""
+    """The mapping when ``text`` has exactly the shape dump_index_info writes, else None.
+
+    The id map is parsed in slices of about ``_SLICE_CHARS``: one regex and one JSON call over a
+    million lines would hold the GIL for most of a second, stalling every other thread (the frame
+    path, while the daemon reloads its index); between slices other threads get their turn.
+    """
     head, sep, body = text.partition(f"\n{ID_MAP_KEY}:\n")
     if not sep:
         return None
-    pairs = _LINE.findall(body)
-    if len(pairs) != sum(1 for line in body.split("\n") if line):  # some line has another shape
-        return None
-    parts = [f'"{key}": {label}' for key, label in pairs]
     try:
         header = yaml.load(head + "\n", Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))  # noqa: S506
-        raw = json.loads("{" + ",".join(parts) + "}")
-    except (yaml.YAMLError, ValueError):
+    except yaml.YAMLError:
         return None
     if not isinstance(header, dict) or ID_MAP_KEY in header:
         return None
-    header[ID_MAP_KEY] = {int(k): v for k, v in raw.items()}
+    id_map: dict[int, str] = {}
+    for piece in _line_slices(body, _SLICE_CHARS):
+        pairs = _LINE.findall(piece)
+        if len(pairs) != sum(1 for line in piece.split("\n") if line):  # some line has another shape
+            return None
+        try:
+            raw = json.loads("{" + ",".join(f'"{key}": {label}' for key, label in pairs) + "}")
+        except ValueError:
+            return None
+        id_map.update((int(k), v) for k, v in raw.items())
+    header[ID_MAP_KEY] = id_map
     return header
+
+
+_SLICE_CHARS = 1 << 16  # ~2.5k id map lines: each slice holds the GIL for about a millisecond
+
+
+def _line_slices(text: str, size: int) -> Iterator[str]:
+    """``text`` in consecutive slices of about ``size`` characters, each ending at a line end."""
+    start = 0
+    while start < len(text):
+        end = text.find("\n", start + size)
+        end = len(text) if end < 0 else end + 1
+        yield text[start:end]
+        start = end

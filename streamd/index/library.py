@@ -50,6 +50,7 @@ import copy
 import ctypes
 import errno
 import fcntl
+import itertools
 import logging
 import math
 import os
@@ -116,6 +117,7 @@ class FeatureLibrary:
         self._extra: dict[str, Any] = copy.deepcopy(dict(extra or {}))
         self._fixed_nlist = ivf_nlist
         self._labels: dict[int, str] = dict(labels)
+        self._label_set: frozenset[str] | None = None  # cache of label_set, dropped on every change
         self._index_type = index_type
         self._metric_type = metric_type
         self._fingerprint = fingerprint
@@ -214,6 +216,18 @@ class FeatureLibrary:
         else:
             self._extra[key] = value
 
+    @property
+    def label_set(self) -> frozenset[str]:
+        """The distinct labels (computed once per change, in slices: a million labels in one call
+        would hold the GIL for ~50 ms, a stall for the frame path when an index is swapped in)."""
+        if self._label_set is None:
+            seen: set[str] = set()
+            values = iter(self._labels.values())
+            while chunk := list(itertools.islice(values, 20_000)):
+                seen.update(chunk)
+            self._label_set = frozenset(seen)
+        return self._label_set
+
     def label_counts(self) -> Counter[str]:
         """Number of vectors per label."""
         return Counter(self._labels.values())
@@ -281,6 +295,7 @@ class FeatureLibrary:
         self._index.add_with_ids(x, ids)
         new_ids = [int(i) for i in ids]
         self._labels.update(zip(new_ids, labels))
+        self._label_set = None
         return new_ids
 
     def remove(self, ids: Iterable[int]) -> int:
@@ -305,6 +320,7 @@ class FeatureLibrary:
             removed = int(self._index.remove_ids(np.asarray(present, dtype=np.int64)))
         for i in present:
             del self._labels[i]
+        self._label_set = None
         if removed != len(present):  # would mean the two halves had diverged: never save that
             raise FeatureLibraryError(f"faiss removed {removed} vectors but {len(present)} ids were asked for")
         return removed
@@ -389,7 +405,7 @@ class FeatureLibrary:
     def __repr__(self) -> str:
         return (
             f"FeatureLibrary({self._index_type}/{self._metric_type}, dim={self.dim}, ntotal={self.ntotal}, "
-            f"labels={len(set(self._labels.values()))}, fingerprint={self._fingerprint!r})"
+            f"labels={len(self.label_set)}, fingerprint={self._fingerprint!r})"
         )
 
 
@@ -744,7 +760,7 @@ def _assemble(index_dir: Path, info_name: str, info: dict[str, Any], index: Any)
             f"the two files disagree; restore both together or {_REBUILD_HINT}"
         )
     ids = faiss.vector_to_array(index.id_map)
-    if len(ids) and set(ids.tolist()) != id_map.keys():
+    if len(ids) and not _same_ids(ids, id_map):
         stray = sorted(set(ids.tolist()) ^ id_map.keys())[0]
         where = VECTOR_FILE if stray in set(ids.tolist()) else info_name
         raise FeatureLibraryError(
@@ -768,15 +784,31 @@ def _assemble(index_dir: Path, info_name: str, info: dict[str, Any], index: Any)
             f"{index_dir}: {info_name} says feature_dim {declared_dim} but {VECTOR_FILE} holds {index.d}-d vectors"
         )
     created = info.get("created_at")
-    return FeatureLibrary(
+    lib = FeatureLibrary(
         index,
-        id_map,
+        {},
         index_type=info["index_type"],
         metric_type=info["metric_type"],
         fingerprint=str(info.get("model_fingerprint") or ""),
         created_at=str(created) if created is not None else None,
         extra={k: v for k, v in info.items() if k not in _OWN_KEYS},
     )
+    lib._labels = id_map  # ours alone: copying a million entries would hold the GIL for ~0.1 s
+    return lib
+
+
+def _same_ids(ids: np.ndarray, id_map: Mapping[int, str]) -> bool:
+    """Whether the vector file's ids are id_map's keys (both have the same length).
+
+    Checked in slices: one set of a million ids holds the GIL for ~50 ms, a stall for the frame
+    path while the daemon reloads (numpy sorts without holding it).
+    """
+    ordered = np.sort(ids)  # np.unique would hold the GIL for ~0.5 s at a million ids
+    if len(ordered) > 1 and bool((ordered[1:] == ordered[:-1]).any()):
+        return False
+    keys = id_map.keys()
+    step = 20_000
+    return all(keys >= set(ids[start : start + step].tolist()) for start in range(0, len(ids), step))
 
 
 def _check_expected(

@@ -100,7 +100,10 @@ class LabelChange:
 
 def labels_of(state: IndexState) -> frozenset[str]:
     """The distinct labels of a state's library (empty before the first swap)."""
-    return frozenset() if state.library is None else frozenset(state.library.labels.values())
+    if state.library is None:
+        return frozenset()
+    cached = getattr(state.library, "label_set", None)  # FeatureLibrary computes it once, in slices
+    return cached if cached is not None else frozenset(state.library.labels.values())
 
 
 def on_label_change(holder: IndexHolder, callback: Callable[[LabelChange], None]) -> Callable[[], None]:

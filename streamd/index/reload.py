@@ -47,6 +47,9 @@ log = logging.getLogger(__name__)
 
 DEFAULT_DEBOUNCE_S = 1.0
 DEFAULT_RECHECK_S = 30.0
+#: Nice increment of the reload thread: on a busy box, loading a large index competes for CPU
+#: with the frame path; at a lower priority it takes the CPU time the cameras leave over.
+RELOAD_NICE = 10
 
 ReloadResult = Literal["ok", "refused", "unchanged", "retry"]
 
@@ -166,6 +169,7 @@ class IndexReloader:
             identity=self._dir_identity,
             force_polling=force_polling,
             first_call_s=None,  # start() has loaded already
+            nice=RELOAD_NICE,
         )
 
     # ------------------------------------------------------------------ lifecycle

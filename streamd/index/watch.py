@@ -111,7 +111,7 @@ class DebouncedWatch:
 
     def _run(self) -> None:
         if self._nice:
-            _lower_priority(self._nice)
+            lower_thread_priority(self._nice)
         while not self._stop.is_set():
             paths = [p for p in self._paths() if p.exists()]
             if not paths:
@@ -178,8 +178,8 @@ class DebouncedWatch:
             self._due = time.monotonic() + max(0.0, retry_in)
 
 
-def _lower_priority(increment: int) -> None:
-    """Raise this thread's nice value (Linux: per thread), so its CPU work yields to the frame path."""
+def lower_thread_priority(increment: int) -> None:
+    """Raise the calling thread's nice value (Linux: per thread), so its CPU work yields to the frame path."""
     try:
         tid = threading.get_native_id()
         os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + increment))
