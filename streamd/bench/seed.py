@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import tempfile
+from collections import Counter
 import time
 from pathlib import Path
 from typing import Any
@@ -107,15 +108,18 @@ def run_paddlex(
             return {"fps": None, "faces": None, "named": None, "failure": failure, "patched": False}
         pipeline.rec_model = PerItemFeatures(pipeline.rec_model)
         list(pipeline.predict(frames[0], index=index))
-    faces = named = 0
+    faces = 0
+    names: Counter[str] = Counter()
     start = time.perf_counter()
     for frame in frames:
         for result in pipeline.predict(frame, index=index):
             for box in result["boxes"]:
                 faces += 1
-                named += bool(box["labels"])  # None when below rec_threshold
+                if box["labels"]:  # None when below rec_threshold
+                    names[box["labels"][0]] += 1
     elapsed = time.perf_counter() - start
-    return {"fps": len(frames) / elapsed, "faces": faces, "named": named, "failure": failure, "patched": failure is not None}
+    return {"fps": len(frames) / elapsed, "faces": faces, "named": sum(names.values()), "names": dict(names),
+            "failure": failure, "patched": failure is not None}
 
 
 class PerItemFeatures:
@@ -149,22 +153,26 @@ def run_streamd(engine: Any, library: Any, frames: list[np.ndarray], threshold: 
     """streamd's recognition over the frames: fps, faces found and faces named."""
     from streamd.index.decision import decide
 
-    def recognise(frame: np.ndarray) -> tuple[int, int]:
+    names: Counter[str] = Counter()
+
+    def recognise(frame: np.ndarray) -> int:
         results = engine.analyze(frame)
         vectors = [r.vector for r in results if r.vector is not None]
         hits = library.search(np.stack(vectors), topk) if vectors else []
-        named = sum(decide(h, threshold, margin).label is not None for h in hits)
-        return len(results), named
+        for h in hits:
+            label = decide(h, threshold, margin).label
+            if label is not None:
+                names[label] += 1
+        return len(results)
 
     recognise(frames[0])  # warm-up
-    faces = named = 0
+    names.clear()
+    faces = 0
     start = time.perf_counter()
     for frame in frames:
-        f, n = recognise(frame)
-        faces += f
-        named += n
+        faces += recognise(frame)
     elapsed = time.perf_counter() - start
-    return {"fps": len(frames) / elapsed, "faces": faces, "named": named}
+    return {"fps": len(frames) / elapsed, "faces": faces, "named": sum(names.values()), "names": dict(names)}
 
 
 @click.command("seed")
@@ -178,12 +186,17 @@ def run_streamd(engine: Any, library: Any, frames: list[np.ndarray], threshold: 
 @click.option("--people", default=None, help="Comma-separated IDs to enrol (default: Alex_Lacamoire and 40 others).")
 @click.option("--mkldnn/--no-mkldnn", default=True, show_default=True, help="oneDNN kernels on both sides.")
 @click.option("--threads", default=1, show_default=True, help="CPU threads per model on both sides.")
+@click.option("--pad-small/--no-pad-small", default=True, show_default=True,
+              help="streamd's detector pads frames smaller than 640x640 instead of stretching them (PaddleX stretches).")
+@click.option("--landmarks", type=click.Choice(["none", "yunet"]), default="none", show_default=True,
+              help="streamd aligns faces with YuNet's landmarks (yunet) or cuts them from the box as PaddleX does (none).")
 @click.option("--patch-paddlex/--no-patch-paddlex", "patch", default=True, show_default=True,
               help="When PaddleX's pipeline fails on its batched face features (PaddleX 3.7), report the error "
               "and time it with each face's own feature row passed on.")
 @click.option("--json", "json_file", type=click.Path(path_type=Path, dir_okay=False), default=None, help="Also write the figures as JSON.")
 def command(video: Path | None, frame_count: int, det_dir: Path | None, rec_dir: Path | None, identities: Path | None,
-            people: str | None, mkldnn: bool, threads: int, patch: bool, json_file: Path | None) -> None:
+            people: str | None, mkldnn: bool, threads: int, pad_small: bool, landmarks: str, patch: bool,
+            json_file: Path | None) -> None:
     """Frames per second of PaddleX's face_recognition pipeline and of streamd's, same models and frames."""
     from streamd.bench.paddle import paddlex_dirs
     from streamd.faces.engine import FaceEngine
@@ -204,14 +217,14 @@ def command(video: Path | None, frame_count: int, det_dir: Path | None, rec_dir:
         runtime = {"mkldnn": mkldnn, "threads": threads}
         engine_settings = EngineSettings.model_validate({
             "detector": {"type": "paddlex", "model_name": "BlazeFace-FPN-SSH", "model_dir": det,
-                         "det_threshold": det_threshold, **runtime},
+                         "det_threshold": det_threshold, "pad_small": pad_small, **runtime, **_landmarks(landmarks)},
             "embedder": {"type": "paddlex", "model_name": "MobileFaceNet", "model_dir": rec, **runtime},
         })
         engine = FaceEngine.from_settings(engine_settings)
         summary = build_index(engine, gallery_root(identities, chosen, scratch), scratch / "index")
         click.echo(f"gallery: {len(chosen)} people, {len(summary.ids)} faces enrolled; clip {video.name}: {len(frames)} frames "
                    f"{frames[0].shape[1]}x{frames[0].shape[0]}; BlazeFace-FPN-SSH + MobileFace, oneDNN {'on' if mkldnn else 'off'}, "
-                   f"{threads} thread(s)")
+                   f"{threads} thread(s); streamd: pad_small {'on' if pad_small else 'off'}, landmarks {landmarks}")
         theirs = run_paddlex(pipeline_config(det, rec, det_threshold, index_settings.rec_threshold, index_settings.rec_topk),
                              scratch / "index", frames, mkldnn, threads, patch)
         ours = run_streamd(engine, summary.library, frames, index_settings.rec_threshold, index_settings.margin, index_settings.rec_topk)
@@ -226,8 +239,17 @@ def command(video: Path | None, frame_count: int, det_dir: Path | None, rec_dir:
     click.echo(f"  {'streamd analyze + search':<34} {ours['fps']:>7.2f} {ours['faces']:>6} {ours['named']:>6}")
     if ratio is not None:
         click.echo(f"  streamd / PaddleX: {ratio:.2f}x")
+    for who, figures in (("PaddleX", theirs), ("streamd", ours)):
+        top = ", ".join(f"{name} {count}" for name, count in Counter(figures.get("names") or {}).most_common(3))
+        click.echo(f"  names given by {who}: {top or 'none'}")
     if json_file:
         json_file.write_text(json.dumps({"paddlex": theirs, "streamd": ours, "ratio": ratio, "frames": len(frames)}, indent=2) + "\n")
+
+
+def _landmarks(kind: str) -> dict[str, Any]:
+    if kind == "none":
+        return {}
+    return {"landmarks": "yunet", "landmarks_model": dev_models_dir() / "yunet_2023mar" / "face_detection_yunet_2023mar.onnx"}
 
 
 def _default_people(identities: Path) -> list[str]:

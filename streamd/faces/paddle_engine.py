@@ -589,19 +589,19 @@ class LandmarkRefiner:
 
     def refine(self, image: np.ndarray, faces: Sequence[Face]) -> list[Face]:
         """The faces with landmarks added where YuNet confirms them."""
-        h, w = image.shape[:2]
         out = []
         for face in faces:
             x1, y1, x2, y2 = face.box
-            half = max(x2 - x1, y2 - y1) * (0.5 + self.margin)
-            cx, cy = (x1 + x2) / 2.0, (y1 + y2) / 2.0
-            left, top = max(0, int(cx - half)), max(0, int(cy - half))
-            right, bottom = min(w, int(np.ceil(cx + half))), min(h, int(np.ceil(cy + half)))
-            if right - left < 8 or bottom - top < 8:
+            side = int(np.ceil(max(x2 - x1, y2 - y1) * (1.0 + 2.0 * self.margin)))
+            if side < 8:
                 out.append(face)
                 continue
+            left = int(round((x1 + x2) / 2.0 - side / 2.0))
+            top = int(round((y1 + y2) / 2.0 - side / 2.0))
             shifted = (x1 - left, y1 - top, x2 - left, y2 - top)
-            candidates = self.yunet.detect(image[top:bottom, left:right])
+            # Always a square region (black outside the image): YuNet then keeps one input size,
+            # where changing it per face would rebuild its network each time.
+            candidates = self.yunet.detect(_square_region(image, left, top, side))
             best = max(candidates, key=lambda c: _box_iou(c.box, shifted), default=None)
             if best is None or best.landmarks is None or _box_iou(best.box, shifted) < self.min_iou:
                 out.append(face)
@@ -609,6 +609,16 @@ class LandmarkRefiner:
             landmarks = best.landmarks + np.asarray([left, top], np.float32)
             out.append(Face(box=face.box, score=face.score, landmarks=landmarks))
         return out
+
+
+def _square_region(image: np.ndarray, left: int, top: int, side: int) -> np.ndarray:
+    """The ``side`` x ``side`` region at (left, top); parts outside the image are black."""
+    h, w = image.shape[:2]
+    canvas = np.zeros((side, side, 3), dtype=image.dtype)
+    sx1, sy1, sx2, sy2 = max(left, 0), max(top, 0), min(left + side, w), min(top + side, h)
+    if sx2 > sx1 and sy2 > sy1:
+        canvas[sy1 - top : sy2 - top, sx1 - left : sx2 - left] = image[sy1:sy2, sx1:sx2]
+    return canvas
 
 
 class LandmarkedDetector:
