@@ -93,7 +93,8 @@ class OnnxDetectorSettings(StrictModel):
     input_size: int = Field(
         640,
         ge=64,
-        description="Longer side the frame is scaled to for detection (SCRFD pads to a multiple of 32). "
+        description="Longer side the frame is scaled to for detection (SCRFD only shrinks larger frames, "
+        "never enlarges, and pads to a multiple of 32). "
         "Smaller is faster but loses small faces.",
     )
     threads: int = Field(1, ge=0, description="Intra-op threads (0 = library default).")
