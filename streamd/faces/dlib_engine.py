@@ -10,7 +10,8 @@ template to the five dlib points (exactly what ``dlib.get_face_chip`` does) and 
 points where they sit in that template (:data:`ARCFACE_IN_DLIB_TEMPLATE`); eye centres and nose keep
 their measured offsets from the fit, so the landmarks still show a turned head. The embedder does
 the reverse: it fits the ArcFace points to the same template and hands dlib the five points it
-implies, so a dlib-detected face is cut exactly as ``face_recognition`` would cut it.
+implies. A dlib-detected face is then cut almost as ``face_recognition`` cuts it: on LFW its
+vector agrees with the one from dlib's own five points to cosine 0.9993 (median; 0.9935 worst).
 
 Threshold. dlib's rule is "same person when the Euclidean distance between raw descriptors is
 below 0.6". streamd L2-normalises every vector and compares by cosine (dot product); the
