@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -164,3 +165,41 @@ def test_bad_daemon_pipeline_settings(tmp_path: Path, config: str, expected: str
         load_settings(path)
     # then the one-line message says what is wrong
     assert expected in str(err.value) and "\n" not in str(err.value)
+
+
+def test_streamd_infer_runs_a_pipeline_file_with_local_models(tmp_path: Path, models_dir: Path, faces_dir: Path) -> None:
+    # given the Paddle models in PaddleX's layout, a pipeline file pointing at them (relative
+    # paths), and a gallery of three people enrolled with the engines that file describes
+    from click.testing import CliRunner
+
+    from streamd.cli import cli
+    from streamd.faces.engine import FaceEngine
+    from streamd.faces.paddle_models import to_paddlex_layout
+    from streamd.index.builder import build_index
+
+    if importlib.util.find_spec("paddle") is None or importlib.util.find_spec("paddlex") is None:
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail("paddle/paddlex are not installed; CI=true installs the paddle extra", pytrace=False)
+        pytest.skip("paddle/paddlex are not installed (pip install 'streamd[paddle]')")
+    to_paddlex_layout(models_dir / "blazeface_fpn_ssh_1000e_v1.0_infer", tmp_path / "models" / "det", "BlazeFace-FPN-SSH")
+    to_paddlex_layout(models_dir / "mobileface_v1.0_infer", tmp_path / "models" / "rec", "MobileFaceNet")
+    pipeline = _write(tmp_path, PIPELINE.replace("index: gallery_index", "index: index")
+                      .replace("device: gpu:1", "device: cpu")
+                      .replace("rec_threshold: 0.42", "rec_threshold: 0.3")
+                      .replace("model_dir: models/BlazeFace-FPN-SSH", "model_dir: models/det")
+                      .replace("model_dir: /opt/models/MobileFaceNet", "model_dir: models/rec"))
+    people = ("Abdullah_Gul", "Ahmed_Chalabi", "Ai_Sugiyama")
+    for person in people:
+        (tmp_path / "gallery" / "images" / person).mkdir(parents=True)
+        for n in (1, 2, 3):
+            name = f"{person}_{n:04d}.jpg"
+            shutil.copy2(faces_dir / "identities" / person / name, tmp_path / "gallery" / "images" / person / name)
+    settings = settings_from_pipeline(pipeline, load_settings())
+    build_index(FaceEngine.from_settings(settings.engine), tmp_path / "gallery", tmp_path / "index")
+    probe = faces_dir / "identities" / "Abdullah_Gul" / "Abdullah_Gul_0005.jpg"
+    # when streamd infer runs with the pipeline file
+    result = CliRunner().invoke(cli, ["infer", "--pipeline", str(pipeline), str(probe)])
+    # then it names the person from the gallery the pipeline's index points at
+    assert result.exit_code == 0, result.output
+    assert "Abdullah_Gul_0005.jpg: 1 face" in result.output
+    assert "-> Abdullah_Gul " in result.output

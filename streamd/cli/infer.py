@@ -26,6 +26,13 @@ EXIT_SOME_FAILED = 1
 )
 @click.option("--config", "config_file", type=click.Path(path_type=Path, dir_okay=False), help="streamd YAML config.")
 @click.option(
+    "--pipeline",
+    "pipeline_file",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="A PaddleX face_recognition pipeline file: its models, device, thresholds and index replace "
+    "the config's (see configs/face_recognition.yaml).",
+)
+@click.option(
     "--json",
     "json_path",
     type=click.Path(path_type=Path),
@@ -54,6 +61,7 @@ def command(
     inputs: tuple[str, ...],
     index_dir: Path | None,
     config_file: Path | None,
+    pipeline_file: Path | None,
     json_path: Path | None,
     save_img: Path | None,
     topk: int | None,
@@ -73,6 +81,10 @@ def command(
     from streamd.settings import load_settings
 
     settings = load_settings(config_file)
+    if pipeline_file is not None:
+        from streamd.pipeline_config import settings_from_pipeline
+
+        settings = settings_from_pipeline(pipeline_file, settings)
     items, problems = expand_inputs(inputs)
     for problem in problems:
         click.echo(f"error: {problem}", err=True)
