@@ -141,8 +141,8 @@ class PaddleBoxDetectorSettings(PaddleRuntimeSettings):
     landmarks: Literal["none", "yunet"] = Field(
         "none",
         description="none: faces are cut from the box for the embedder (MobileFace on LFW: 90.4 %). "
-        "yunet: YuNet looks at each box for five landmarks and the face is aligned (98.7 %), about "
-        "2 ms more per face; a face YuNet does not confirm is still cut from its box.",
+        "yunet: YuNet looks at each box for five landmarks and the face is aligned (98.7 %), a few "
+        "ms more per face; a face YuNet does not confirm is still cut from its box.",
     )
     landmarks_model: Path = Field(
         Path("/var/lib/streamd/models/face_detection_yunet_2023mar.onnx"),
