@@ -161,9 +161,11 @@ def _actor(a: Appearance, role: Role, box: tuple[int, int, int, int], size: tupl
            lanes: int) -> Actor:
     width, height = size
     face_w = rng.uniform(110.0, 150.0) * height / 720.0
-    cx = width * (a.lane + 0.5) / lanes + rng.uniform(-0.05, 0.05) * width
+    lane_w = width / lanes
+    # The face centre stays inside its lane (within 0.35 lane widths of the middle).
+    cx = lane_w * (a.lane + 0.5) + rng.uniform(-0.15, 0.15) * lane_w
     cy = height * rng.uniform(0.38, 0.5)
-    drift = rng.uniform(-0.06, 0.06) * width
+    drift = rng.uniform(-0.2, 0.2) * lane_w
     below = height + face_w * 1.6  # out of view under the bottom edge
     step = 0.5  # seconds to step in or out
     path = (
@@ -190,17 +192,21 @@ def render_scene(
     lanes: int = 3,
     seed: int = 0,
     crf: int = 23,
+    appearances: Sequence[Appearance] | None = None,
 ) -> SceneClip:
     """Render the cast over ``wall`` (BGR, any size: scaled to a wall) and encode it to ``path`` (H.264).
 
     ``detect`` finds the face to cut from each video photo (the largest one). A keyframe comes
-    every ``gop`` frames exactly, as cameras do.
+    every ``gop`` frames exactly, as cameras do. ``appearances`` replaces the :func:`plan`
+    (e.g. one person per lane for the whole clip, so that a lane tells who is there).
     """
     import av
 
     rng = random.Random(seed)
     by_label = {r.label: r for r in roles}
-    appearances = plan(roles, seconds=seconds, lanes=lanes, seed=seed)
+    if appearances is None:
+        appearances = plan(roles, seconds=seconds, lanes=lanes, seed=seed)
+    appearances = sorted(appearances, key=lambda a: a.start_s)
     sprites: dict[Actor, Sprite] = {}
     heads: dict[str, tuple[np.ndarray, tuple[int, int, int, int]]] = {}
     actors = []
@@ -242,7 +248,8 @@ def render_scene(
 def save_truth(clip: SceneClip, path: Path) -> None:
     """The clip's appearances and per-frame truth as JSON (for caching and inspection)."""
     data = {k: v for k, v in asdict(clip).items() if k != "path"}
-    data["path"] = str(clip.path)
+    # Relative when the clip sits beside the truth file, so that the pair can be moved together.
+    data["path"] = clip.path.name if clip.path.parent.resolve() == path.parent.resolve() else str(clip.path)
     path.write_text(json.dumps(data))
 
 
@@ -250,7 +257,7 @@ def load_truth(path: Path) -> SceneClip:
     """A clip saved by :func:`save_truth`."""
     data = json.loads(path.read_text())
     return SceneClip(
-        path=Path(data["path"]),
+        path=path.parent / data["path"],
         width=data["width"],
         height=data["height"],
         fps=data["fps"],

@@ -106,12 +106,14 @@ class RecognitionPipeline:
 
         if isinstance(camera, str):
             name = camera
-            queue = queue or FrameQueue(2, "drop_oldest", self.metrics, wakeup=self.wakeup)
+            if queue is None:
+                queue = FrameQueue(2, "drop_oldest", self.metrics, wakeup=self.wakeup)
         else:
             name = camera.name
             zones = zones or {z.name: z.polygon for z in camera.zones}
             masks = masks or camera.masks
-            queue = queue or FrameQueue(camera.queue_size, camera.drop_policy, self.metrics, wakeup=self.wakeup)
+            if queue is None:  # (not `or`: an empty queue is falsy)
+                queue = FrameQueue(camera.queue_size, camera.drop_policy, self.metrics, wakeup=self.wakeup)
         manager = TrackManager(
             name,
             self.tracking,

@@ -22,12 +22,12 @@ import multiprocessing
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from multiprocessing import resource_tracker
 from multiprocessing.shared_memory import SharedMemory
 from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
+from streamd.errors import ModelError
 from streamd.types import Face
 
 if TYPE_CHECKING:
@@ -158,10 +158,15 @@ class ProcessRunner:
         child_conn.close()
         self._slots: list[SharedMemory] = []
         self._closed = False
-        reply = self._receive(start_timeout_s, "start")
+        try:
+            reply = self._receive(start_timeout_s, "start", raw=True)
+        except RunnerError:
+            self.close()
+            raise
         if reply[0] != "ready":
             self.close()
-            raise RunnerError(str(reply[1]))
+            # The engine's own one-line error: a missing model stays a ModelError for the caller.
+            raise (ModelError if reply[2] else RunnerError)(str(reply[1]))
 
     @property
     def pid(self) -> int | None:
@@ -216,14 +221,14 @@ class ProcessRunner:
         except (OSError, ValueError) as exc:
             raise RunnerError(f"recognition process {self.pid} is gone ({exc})") from None
 
-    def _receive(self, timeout: float | None, what: str) -> tuple:
+    def _receive(self, timeout: float | None, what: str, *, raw: bool = False) -> tuple:
         try:
             if timeout is not None and not self._conn.poll(timeout):
                 raise RunnerError(f"recognition process {self.pid}: no answer to {what} within {timeout:g} s")
             reply = self._conn.recv()
         except (EOFError, OSError) as exc:
             raise RunnerError(f"recognition process {self.pid} died (exit code {self._proc.exitcode}): {exc!r}") from None
-        if reply[0] == "error":
+        if reply[0] == "error" and not raw:
             raise RuntimeError(f"recognition process {self.pid}: {reply[1]}")
         return reply
 
@@ -241,7 +246,10 @@ def child_main(conn: Any, engine_settings: EngineSettings) -> None:
         engine = FaceEngine.from_settings(engine_settings)
         compute = FaceCompute(engine.detector, engine.embedder)
     except Exception as exc:  # noqa: BLE001 - reported to the parent as one line
-        conn.send(("error", f"{type(exc).__name__}: {exc}"))
+        from streamd.errors import ModelError
+
+        is_model = isinstance(exc, ModelError)
+        conn.send(("error", str(exc) if is_model else f"{type(exc).__name__}: {exc}", is_model))
         return
     conn.send(("ready", engine.dim, engine.fingerprint))
     attached: dict[str, SharedMemory] = {}
@@ -275,10 +283,9 @@ def child_main(conn: Any, engine_settings: EngineSettings) -> None:
 def _view(attached: dict[str, SharedMemory], name: str, shape: tuple[int, ...]) -> np.ndarray:
     shm = attached.get(name)
     if shm is None:
+        # The parent owns the block and unlinks it. A spawned child shares the parent's resource
+        # tracker, so attaching registers nothing new and the child's exit frees nothing.
         shm = attached[name] = SharedMemory(name=name)
-        # The parent owns the block and unlinks it; without this the child's resource tracker
-        # would "clean up" the parent's memory when the child exits.
-        resource_tracker.unregister(shm._name, "shared_memory")  # type: ignore[attr-defined]
     return np.ndarray(shape, np.uint8, buffer=shm.buf)
 
 
