@@ -132,6 +132,7 @@ class App:
         ``on_event`` receives every IdentityEvent and ``on_result`` every processed frame (tests,
         benchmarks), both from worker threads.
         """
+        from streamd.event_log import log_event
         from streamd.faces.engine import FaceEngine
         from streamd.faces.quality import QualityGate
         from streamd.index.reload import IndexReloader
@@ -173,6 +174,7 @@ class App:
             pipeline.add_sink(publisher.publish_event)
             if snapshots is not None:
                 pipeline.add_sink(SnapshotPublisher(snapshots.dir, publisher))
+        pipeline.add_sink(log_event)  # after the publisher: a logged event was handed to it
         if on_event is not None:
             pipeline.add_sink(on_event)
         app = cls(

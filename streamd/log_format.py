@@ -23,6 +23,9 @@ _RECORD_ATTRS = frozenset(vars(logging.LogRecord("x", 0, "x", 0, "x", None, None
     "taskName",
 }
 
+#: Attributes that steer the handler's filters (``extra={"ratelimit": False}``), not content.
+_CONTROL_ATTRS = frozenset({"ratelimit"})
+
 #: Python levels to syslog priorities (what journald reads from a ``<N>`` prefix).
 _SYSLOG_PRIORITY = {logging.CRITICAL: 2, logging.ERROR: 3, logging.WARNING: 4, logging.INFO: 6, logging.DEBUG: 7}
 
@@ -91,7 +94,7 @@ class StructuredFormatter(logging.Formatter):
             yield "thread", record.threadName
         yield "msg", record.getMessage()
         for key, value in vars(record).items():
-            if key not in _RECORD_ATTRS and not key.startswith("_") and value is not None:
+            if key not in _RECORD_ATTRS and key not in _CONTROL_ATTRS and not key.startswith("_") and value is not None:
                 yield key, value
         if record.exc_info:
             yield "exc", self.formatException(record.exc_info)

@@ -101,6 +101,21 @@ def status_line(states: Sequence[CameraState], problem: str | None = None) -> st
     return "; ".join(parts)
 
 
+#: Messages of the dynamic loader when MemoryDenyWriteExecute= refuses a library (Paddle's libmklml).
+_WX_REFUSED = ("cannot make segment writable for relocation", "cannot enable executable stack")
+
+
+def start_hint(exc: BaseException) -> str:
+    """A hint appended to a start failure whose cause the unit's sandbox explains, else ''."""
+    text = str(exc)
+    if any(marker in text for marker in _WX_REFUSED):
+        return (
+            " (the unit's MemoryDenyWriteExecute=yes refused a library that needs writable code, as "
+            "Paddle's does: install systemd/streamd.service.d/paddle.conf, see docs/operations.md)"
+        )
+    return ""
+
+
 def app_health(app: ServiceApp, max_silence_s: float) -> Health:
     """The watchdog's health check: the app is healthy and, if it has a heartbeat, it is fresh."""
     beat = getattr(app, "heartbeat", None)
@@ -189,7 +204,7 @@ class Service:
                 return EXIT_OK
             except Exception as exc:  # noqa: BLE001 - one line to the journal and an exit code
                 code = exit_code_for(exc)
-                log.error("streamd failed to start: %s", exc, exc_info=code not in (2, 3))
+                log.error("streamd failed to start: %s%s", exc, start_hint(exc), exc_info=code not in (2, 3))
                 self.notifier.status(f"failed to start: {exc}")
                 return code
             self._handle_signals(start_phase=False)

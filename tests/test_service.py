@@ -12,7 +12,7 @@ import pytest
 
 from notify_socket import NotifySocket
 from streamd.errors import ConfigError, EngineUnavailable, ModelError
-from streamd.service import Service, status_line
+from streamd.service import Service, start_hint, status_line
 from streamd.sources.state import CameraState
 
 
@@ -291,3 +291,14 @@ def test_request_stop_from_another_thread(sock):
 )
 def test_status_line(states, problem, line):
     assert status_line(states, problem) == line
+
+
+def test_a_library_refused_by_memory_deny_write_execute_gets_a_hint():
+    # given the error Paddle gives under MemoryDenyWriteExecute=yes
+    exc = ModelError(
+        "engine.detector: Paddle cannot load /m: (PreconditionNotMet) ... libmklml_intel.so: cannot make "
+        "segment writable for relocation: Permission denied)"
+    )
+    # when / then
+    assert "install systemd/streamd.service.d/paddle.conf" in start_hint(exc)
+    assert start_hint(ModelError("engine.embedder.model_path: /x.onnx: no such file")) == ""
