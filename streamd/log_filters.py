@@ -42,6 +42,19 @@ def log_context(**fields: object) -> Iterator[None]:
         _context.reset(token)
 
 
+def with_log_context(fn: Callable[[], object], **fields: object) -> Callable[[], None]:
+    """``fn`` wrapped to run inside ``log_context(**fields)``: a thread target whose lines carry the fields.
+
+    ``threading.Thread(target=with_log_context(self._run, camera=name))``.
+    """
+
+    def run() -> None:
+        with log_context(**fields):
+            fn()
+
+    return run
+
+
 def current_context() -> dict[str, object]:
     """The fields :func:`log_context` set in this thread or task."""
     return dict(_context.get())

@@ -295,3 +295,17 @@ def test_a_crashed_thread_is_one_structured_line(restore_logging):
     [line] = lines(out)
     assert line.startswith('<2>level=critical logger=streamd thread=worker-1 msg="thread worker-1 died" exc="Traceback')
     assert "RuntimeError: worker fell over" in line
+
+
+def test_a_thread_target_with_log_context(restore_logging):
+    # given the daemon's handler and a camera thread started the way CameraSource starts it
+    from streamd.log_filters import with_log_context
+
+    out, _ = capture(LogSettings(journald="on"))
+    target = with_log_context(lambda: logging.getLogger("streamd.test").warning("stalled"), camera="yard")
+    # when
+    t = threading.Thread(target=target, name="streamd-camera-yard")
+    t.start()
+    t.join()
+    # then
+    assert lines(out) == ['<4>level=warning logger=streamd.test thread=streamd-camera-yard msg=stalled camera=yard']

@@ -25,6 +25,7 @@ import traceback
 from collections.abc import Callable
 
 from streamd.errors import SourceError
+from streamd.log_filters import with_log_context
 from streamd.metrics import Metrics
 from streamd.sources import interrupt
 from streamd.sources.config import CameraSettings
@@ -124,7 +125,9 @@ class CameraSource:
         """Start the camera thread (once)."""
         if self._thread is not None:
             raise RuntimeError(f"camera {self.name!r} was already started")
-        self._thread = threading.Thread(target=self._run, name=f"streamd-camera-{self.name}", daemon=True)
+        # Every line the camera thread logs (ours, PyAV's) carries camera=<name>.
+        target = with_log_context(self._run, camera=self.name)
+        self._thread = threading.Thread(target=target, name=f"streamd-camera-{self.name}", daemon=True)
         self._thread.start()
         return self
 
