@@ -15,6 +15,7 @@ APT_PACKAGES=(
   gstreamer1.0-plugins-ugly gstreamer1.0-libav
   prometheus                               # a real Prometheus scrapes the test server (tests/test_server_prometheus.py)
   openssl                                  # test certificates for MQTT over TLS
+  systemd                                  # systemd-analyze verify/security on the unit (tests/test_hardening.py)
 )
 
 if [ -z "${STREAMD_SKIP_APT:-}" ] && command -v apt-get >/dev/null 2>&1; then
