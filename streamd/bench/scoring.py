@@ -130,6 +130,9 @@ class Accuracy:
     unmatched_named: int
     times_to_identify: tuple[float, ...]
     never_identified: int
+    #: Labels of the enrolled people's tracks not named correctly, and of strangers' tracks named.
+    missed: tuple[str, ...] = ()
+    misnamed: tuple[str, ...] = ()
 
     @property
     def correct_share(self) -> float:
@@ -143,8 +146,10 @@ class Accuracy:
         tti = self.median_time_to_identify
         return [
             f"enrolled people's tracks named correctly: {self.named_correctly}/{self.enrolled_tracks} "
-            f"({100 * self.correct_share:.1f} %), never named {self.never_identified}, wrong name {self.wrong_names}",
-            f"never-enrolled people's tracks given a name: {self.strangers_named}/{self.strangers_tracks}",
+            f"({100 * self.correct_share:.1f} %), never named {self.never_identified}, wrong name {self.wrong_names}"
+            + (f" (missed: {', '.join(self.missed)})" if self.missed else ""),
+            f"never-enrolled people's tracks given a name: {self.strangers_named}/{self.strangers_tracks}"
+            + (f" ({', '.join(self.misnamed)})" if self.misnamed else ""),
             f"tracks on no true face: {self.unmatched_tracks} ({self.unmatched_named} named)",
             "time to identify (video time, first frame fully in view -> identified): "
             + (f"median {tti:.2f} s, p90 {_quantile(self.times_to_identify, 0.9):.2f} s, n={len(self.times_to_identify)}"
@@ -167,6 +172,9 @@ def accuracy(tracks: Sequence[TrackOutcome]) -> Accuracy:
         unmatched_named=sum(any(label is not None for label in t.labels) for t in unmatched),
         times_to_identify=tuple(x for t in enrolled if (x := t.time_to_identify) is not None),
         never_identified=sum(t.identified_pts is None for t in enrolled),
+        missed=tuple(sorted(f"{t.truth} -> {t.final}" for t in enrolled if not t.named_correctly)),
+        misnamed=tuple(sorted(f"{t.truth} -> {'/'.join(str(x) for x in t.labels if x)}" for t in strangers
+                              if t.wrongly_named)),
     )
 
 
