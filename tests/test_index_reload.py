@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
 import threading
 import time
@@ -18,6 +19,7 @@ import jsonschema
 import numpy as np
 import pytest
 
+from streamd.errors import FeatureLibraryError
 from streamd.index.holder import IndexHolder
 from streamd.index.library import ID_MAP_FILE, VECTOR_FILE, FeatureLibrary
 from streamd.index.notify import LabelChange, announce_index_state, index_state_message, on_label_change
@@ -385,3 +387,48 @@ def test_stop_ends_the_watch_thread_promptly(index_dir: Path) -> None:
     # then
     assert stopped and time.monotonic() - started < 5
     assert not any(t.name.startswith("index-reload:") for t in threading.enumerate())
+
+
+def test_activate_saves_and_serves_a_library_once(index_dir: Path) -> None:
+    # given: the HTTP API's index activation going through the running reloader
+    metrics, holder = Metrics(), IndexHolder()
+    reloader = make_reloader(index_dir, holder, metrics, debounce_s=0.05)
+    reloader.start()
+    try:
+        # when
+        state = reloader.activate(library("gen-1"), source="api:key-1")
+        time.sleep(0.5)  # the watch sees the save, and must not load it a second time
+        # then
+        assert (state.generation, state.source, holder.generation) == (2, "api:key-1", 2)
+        assert FeatureLibrary.load(index_dir).search(PROBE, 1)[0][0].label == "gen-1"
+        assert reloads(metrics, "ok") == 2
+
+        # when: a library of another model is activated
+        with pytest.raises(FeatureLibraryError, match="index made by model other-model-v9, engine is model test-model-v1"):
+            reloader.activate(library("gen-2", fingerprint="other-model-v9"), source="api:key-2")
+        time.sleep(0.5)
+        # then: refused once and counted, not saved; the previous library keeps serving
+        assert reloads(metrics, "refused") == 1 and holder.generation == 2
+        assert holder.get().search(PROBE, 1)[0][0].label == "gen-1"  # type: ignore[union-attr]
+        assert FeatureLibrary.load(index_dir).fingerprint == FINGERPRINT
+    finally:
+        reloader.stop()
+
+
+def test_a_bad_file_dated_in_the_future_is_still_refused(index_dir: Path) -> None:
+    # given: a damaged vector.index whose time is an hour ahead (a network share with a skewed clock)
+    metrics, holder = Metrics(), IndexHolder()
+    refusals: list[ReloadOutcome] = []
+    reloader = make_reloader(index_dir, holder, metrics, debounce_s=0.05, on_refused=refusals.append)
+    reloader.start()
+    try:
+        # when
+        _truncate_vectors(index_dir)
+        ahead = time.time() + 3600
+        os.utime(index_dir / VECTOR_FILE, (ahead, ahead))
+        # then: refused after a few looks rather than retried for ever
+        wait_until(lambda: len(refusals) == 1, what="the refusal")
+        assert "vector.index: truncated or not a faiss index" in (refusals[0].error or "")
+        assert holder.generation == 1 and reloads(metrics, "refused") == 1
+    finally:
+        reloader.stop()

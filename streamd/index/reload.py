@@ -14,9 +14,12 @@ directory itself (PaddleX's own ``IndexData.save`` rewrites the two files in pla
 Debounce. A load starts only once no event has arrived for ``debounce_s``: a writer that
 replaces ``vector.index`` and then ``id_map.yaml`` (PaddleX does, non-atomically) is loaded once,
 after both. If the load still fails (a slow writer paused longer than the debounce), or the files
-changed while they were read, the reloader looks again after another ``debounce_s``, and refuses
-only when the same files fail twice. Atomic saves (``streamd gallery``, the gallery watcher,
-``FeatureLibrary.save``) are never seen half-written.
+changed while they were read, the reloader looks again after another ``debounce_s``; it refuses
+only files that failed the same way twice and were last written at least ``debounce_s`` ago.
+Atomic saves (``streamd gallery``, the gallery watcher, ``FeatureLibrary.save``) are never seen
+half-written. A non-atomic writer that leaves a *consistent* mixed pair for longer than the
+debounce (same ids in both files, e.g. only labels changed) cannot be told from a real index:
+such writers should save atomically (write elsewhere, then rename the directory).
 
 Validation is ``FeatureLibrary.load``'s: both files present and readable, not truncated, the
 same ids in both, index and metric types as declared, and the engine's feature dimension and
@@ -30,6 +33,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -39,7 +43,14 @@ from typing import Literal
 
 from streamd.errors import FeatureLibraryError
 from streamd.index.holder import IndexHolder, IndexState
-from streamd.index.library import ID_MAP_FILE, INDEX_INFO_FILE, VECTOR_FILE, FeatureLibrary
+from streamd.index.library import (
+    ID_MAP_FILE,
+    INDEX_INFO_FILE,
+    VECTOR_FILE,
+    FeatureLibrary,
+    library_lock,
+)
+from streamd.index.library import _check_expected as check_expected
 from streamd.index.watch import DebouncedWatch
 from streamd.metrics import Metrics
 
@@ -50,6 +61,9 @@ DEFAULT_RECHECK_S = 30.0
 #: Nice increment of the reload thread: on a busy box, loading a large index competes for CPU
 #: with the frame path; at a lower priority it takes the CPU time the cameras leave over.
 RELOAD_NICE = 10
+#: Looks after which files that keep failing the same way are refused even if they seem to have
+#: been written a moment ago (a file time in the future, e.g. a network share's skewed clock).
+MAX_LOOKS = 5
 
 ReloadResult = Literal["ok", "refused", "unchanged", "retry"]
 
@@ -91,6 +105,14 @@ def read_signature(index_dir: Path) -> IndexSignature | None:
         return IndexSignature((st.st_dev, st.st_ino), tuple(stamps))
     finally:
         os.close(dir_fd)
+
+
+def _age_s(signature: IndexSignature | None) -> float:
+    """Seconds since the newest change to the library files (inf when there are none)."""
+    if signature is None or not signature.files:
+        return float("inf")
+    newest = max(max(f.mtime_ns, f.ctime_ns) for f in signature.files)
+    return (time.time_ns() - newest) / 1e9
 
 
 @dataclass(frozen=True)
@@ -156,7 +178,7 @@ class IndexReloader:
         self._lock = threading.Lock()
         self._served: IndexSignature | None | object = _NOTHING  # signature of what we loaded last
         self._refused: IndexSignature | None | object = _NOTHING  # signature we refused last
-        self._suspect: tuple[IndexSignature | None, str] | None = None  # failed once; look again
+        self._suspect: tuple[IndexSignature | None, str, int] | None = None  # (files, error, looks): look again
         self._last: ReloadOutcome | None = None
         self._watch = DebouncedWatch(
             f"index-reload:{self.index_dir.name}",
@@ -220,7 +242,27 @@ class IndexReloader:
         with self._lock:
             return self._check()
 
-    def _check(self) -> ReloadOutcome:
+    def activate(self, library: FeatureLibrary, source: str | None = None) -> IndexState:
+        """Save ``library`` into the index directory and serve it now (the HTTP API's index activation).
+
+        Saved atomically under ``library_lock``, then loaded back and swapped in through this
+        reloader, so the watch does not load the same files a second time. Raises
+        FeatureLibraryError (and counts a refusal) when the engine cannot use it.
+        """
+        with self._lock:
+            try:  # refuse before saving: a library the engine cannot use must not replace the files
+                check_expected(library, self.index_dir, self.expected_dim, self.expected_fingerprint)
+            except FeatureLibraryError as exc:
+                self._refuse(read_signature(self.index_dir), str(exc), 0.0, remember=False)
+                raise
+            with library_lock(self.index_dir):
+                library.save(self.index_dir)
+            outcome = self._check(source=source, settle=False)
+        if outcome.result == "refused":
+            raise FeatureLibraryError(outcome.error or f"{self.index_dir}: refused")
+        return self.holder.state
+
+    def _check(self, *, source: str | None = None, settle: bool = True) -> ReloadOutcome:
         before = read_signature(self.index_dir)
         if before == self._served or before == self._refused:
             return self._outcome("unchanged")
@@ -230,30 +272,41 @@ class IndexReloader:
                 self.index_dir, expected_dim=self.expected_dim, expected_fingerprint=self.expected_fingerprint
             )
         except FeatureLibraryError as exc:
-            return self._failed(before, str(exc), time.perf_counter() - started)
+            return self._failed(before, str(exc), time.perf_counter() - started, settle=settle)
         after = read_signature(self.index_dir)
         if after != before:
             # Rewritten in place while we read it: what we hold may pair old and new files.
             self._suspect = None
             log.debug("index: %s changed while loading; loading again after %.2f s", self.index_dir, self.debounce_s)
             return self._outcome("retry", seconds=time.perf_counter() - started)
-        state = self.holder.swap(library, source=str(self.index_dir))
+        previous = self.holder.get()
+        state = self.holder.swap(library, source=source or str(self.index_dir))
+        del library
         self._served, self._refused, self._suspect = before, _NOTHING, None
         outcome = self._outcome("ok", generation=state.generation, seconds=time.perf_counter() - started)
         self._count("ok")
         self._notify(outcome)
         if self._on_loaded is not None:
             self._call(self._on_loaded, state)
+        _release(previous)
         return outcome
 
-    def _failed(self, before: IndexSignature | None, error: str, seconds: float) -> ReloadOutcome:
+    def _failed(self, before: IndexSignature | None, error: str, seconds: float, *, settle: bool = True) -> ReloadOutcome:
         after = read_signature(self.index_dir)
-        if after != before or self._suspect != (before, error):
-            # Maybe a writer is between its two files, or still writing: look again once settled.
-            self._suspect = (after, error) if after == before else None
+        looks = self._suspect[2] + 1 if self._suspect is not None and self._suspect[:2] == (before, error) else 1
+        # Refuse only files that failed the same way twice and have been left alone for a debounce
+        # period (or failed MAX_LOOKS times: a clock skewed into the future must not stall us);
+        # anything else may be a writer between its two files or still writing: look again.
+        quiet = _age_s(after) >= self.debounce_s
+        if settle and (after != before or looks < 2 or (not quiet and looks < MAX_LOOKS)):
+            self._suspect = (after, error, looks) if after == before else None
             log.debug("index: %s not loadable yet (%s); looking again after %.2f s", self.index_dir, error, self.debounce_s)
             return self._outcome("retry", error=error, seconds=seconds)
-        self._refused, self._suspect = before, None
+        return self._refuse(before, error, seconds)
+
+    def _refuse(self, before: IndexSignature | None, error: str, seconds: float, *, remember: bool = True) -> ReloadOutcome:
+        if remember:
+            self._refused, self._suspect = before, None
         serving = self.holder.state
         still = (
             f"still serving generation {serving.generation} ({serving.vectors} vectors)"
@@ -320,6 +373,21 @@ class IndexReloader:
             return p.name == real.name or p.name.startswith(f".{real.name}.tmp-")
         # A file inside the directory (reported under its old name after a swap, too).
         return p.parent == real or p.parent.name == real.name or p.parent.name.startswith(f".{real.name}.tmp-")
+
+
+def _release(library: object, timeout_s: float = 2.0) -> None:
+    """Drop the previous library in this thread once no reader holds it any more.
+
+    Freeing a library of a million labels holds the GIL for ~40 ms; if a camera thread that was
+    still searching it dropped the last reference, that thread would pay it. Readers hold a
+    library for one batch (milliseconds), so this waits briefly, then frees it here.
+    """
+    if library is None:
+        return
+    deadline = time.monotonic() + timeout_s
+    # 3 references: the caller's variable, ours, and getrefcount's argument.
+    while sys.getrefcount(library) > 3 and time.monotonic() < deadline:
+        time.sleep(0.005)
 
 
 _NOTHING = object()  # "never loaded / never refused": unequal to every signature, None included

@@ -142,10 +142,12 @@ class DebouncedWatch:
             ignore_permission_denied=True,
         ):
             if not established:
-                # The OS watch exists from here on; whatever changed before it did is found
-                # by one look now (the callback compares with what it handled last).
+                # The OS watch exists from here on; whatever changed before it did is found by one
+                # look (the callback compares with what it handled last), after a quiet period
+                # like any change: a writer may be between two files right now.
                 established = True
-                self._due = min(self._due or float("inf"), time.monotonic())
+                if self._due is None:
+                    self._due = time.monotonic() + self._debounce_s
             if any(self._relevant is None or self._relevant(path) for _, path in changes):
                 # Quiet period: every relevant event pushes the call further out.
                 self._due = time.monotonic() + self._debounce_s
