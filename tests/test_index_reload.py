@@ -180,14 +180,21 @@ def test_unrelated_changes_beside_the_index_load_nothing(index_dir: Path) -> Non
 # ---------------------------------------------------------------------- refusals
 
 
+def _replace(path: Path, data: bytes) -> None:
+    """Put ``data`` at ``path`` in one step, so the reloader never sees a half-done damage."""
+    temp = path.with_name(path.name + ".new")
+    temp.write_bytes(data)
+    os.replace(temp, path)
+
+
 def _truncate_vectors(index_dir: Path) -> None:
     data = (index_dir / VECTOR_FILE).read_bytes()
-    (index_dir / VECTOR_FILE).write_bytes(data[: len(data) // 2])
+    _replace(index_dir / VECTOR_FILE, data[: len(data) // 2])
 
 
 def _id_map_disagrees(index_dir: Path) -> None:
     text = (index_dir / ID_MAP_FILE).read_text(encoding="utf-8")
-    (index_dir / ID_MAP_FILE).write_text(text.replace("\n  3: ", "\n  33: "), encoding="utf-8")
+    _replace(index_dir / ID_MAP_FILE, text.replace("\n  3: ", "\n  33: ").encode("utf-8"))
 
 
 def _another_dimension(index_dir: Path) -> None:
@@ -199,7 +206,7 @@ def _another_model(index_dir: Path) -> None:
 
 
 def _not_yaml(index_dir: Path) -> None:
-    (index_dir / ID_MAP_FILE).write_text("index_type: [Flat\n", encoding="utf-8")
+    _replace(index_dir / ID_MAP_FILE, b"index_type: [Flat\n")
 
 
 def _vectors_deleted(index_dir: Path) -> None:
@@ -432,3 +439,4 @@ def test_a_bad_file_dated_in_the_future_is_still_refused(index_dir: Path) -> Non
         assert holder.generation == 1 and reloads(metrics, "refused") == 1
     finally:
         reloader.stop()
+
