@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from collections.abc import Iterator
 from importlib import resources
 from pathlib import Path
@@ -170,21 +171,36 @@ def test_a_missing_model_fails_before_anything_runs(tmp_path: Path, engine_setti
         App.from_settings(settings)
 
 
-def test_without_an_index_the_daemon_runs_but_is_not_ready(
-    tmp_path: Path, engine_settings: EngineSettings, hamilton_clip: Path  # noqa: F811
+def test_without_an_index_the_daemon_runs_unready_until_a_watched_gallery_enrols_people(
+    tmp_path: Path, engine_settings: EngineSettings, hamilton_clip: Path, faces_dir: Path  # noqa: F811
 ) -> None:
-    # given an index directory that does not exist yet
-    settings = settings_for(tmp_path, engine_settings, tmp_path / "no-index",
-                            [{"name": "stage", "url": str(hamilton_clip), "realtime": True}], http={"port": free_port()})
+    # given no index yet, and a gallery folder the daemon watches, empty for now
+    gallery = tmp_path / "gallery"
+    (gallery / "images").mkdir(parents=True)
+    settings = settings_for(
+        tmp_path, engine_settings, tmp_path / "index",
+        [{"name": "stage", "url": str(hamilton_clip), "loop": True}],
+        index={"dir": tmp_path / "index", "watch": True, "debounce_s": 0.2},
+        gallery={"data_root": gallery, "watch": True, "debounce_s": 0.2},
+        http={"port": free_port()},
+    )
     events: list[IdentityEvent] = []
     app = App.from_settings(settings, on_event=events.append).start()
     try:
-        # when faces are seen
+        # when faces are seen before anyone is enrolled
         assert wait_for(lambda: any(e.type == "new" for e in events), 30, interval=0.2)
+        unready = httpx.get(f"{app.http.url}/readyz", timeout=5)
+        unnamed_before = all(e.label is None for e in events)
+        # and then Lin-Manuel Miranda's photo is put into the gallery
+        person = gallery / "images" / "Lin_Manuel_Miranda"
+        shutil.copytree(faces_dir / "identities_small" / "Lin_Manuel_Miranda", person)
+        named = wait_for(lambda: any(e.label == "Lin_Manuel_Miranda" for e in events), 40, interval=0.2)
         ready = httpx.get(f"{app.http.url}/readyz", timeout=5)
     finally:
         app.stop(15.0)
-    # then they are tracked as unknown, and /readyz says why the daemon is not ready
-    assert ready.status_code == 503
-    assert ready.json()["checks"]["index"] == "no serving index loaded yet"
-    assert all(e.label is None for e in events)
+    # then the daemon said why it was not ready and named nobody; once enrolled, Lin is named
+    assert unready.status_code == 503
+    assert unready.json()["checks"]["index"] == "no serving index loaded yet"
+    assert unnamed_before
+    assert named
+    assert ready.status_code == 200

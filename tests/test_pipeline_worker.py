@@ -326,3 +326,61 @@ def test_stop_flushes_cameras_whose_queues_never_ended() -> None:
     # then it says the drain was incomplete but the track still ended
     assert not stopped
     assert [e.type for e in events if e.type == "end"] == ["end"]
+
+
+class SlowRunner(FakeRunner):
+    """Takes ``delay`` seconds per frame, far slower than the camera's sample rate."""
+
+    def __init__(self, delay: float) -> None:
+        super().__init__({})
+        self.delay = delay
+
+    def detect(self, images: Sequence[np.ndarray]) -> Detections:
+        import time
+
+        time.sleep(self.delay * len(images))
+        return super().detect(images)
+
+
+def test_a_slow_engine_never_makes_the_decoder_fall_behind_live(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    # given a 25 fps video file read in real time, sampled at 5 fps, and an engine doing 2 frames/s
+    import time
+
+    import av
+
+    from streamd.sources.config import CameraSettings
+    from streamd.sources.supervisor import CameraSource
+
+    clip = tmp_path / "clip.mp4"
+    with av.open(str(clip), "w") as out:
+        stream = out.add_stream("libx264", rate=25, options={"preset": "ultrafast"})
+        stream.width, stream.height, stream.pix_fmt = 320, 240, "yuv420p"
+        for k in range(25 * 6):
+            image = np.full((240, 320, 3), k % 255, np.uint8)
+            frame = av.VideoFrame.from_ndarray(image, format="bgr24")
+            frame.pts = k
+            out.mux(stream.encode(frame))
+        out.mux(stream.encode(None))
+    runner = SlowRunner(0.5)
+    pipeline, _, results, metrics = make_pipeline(runner, FakeLibrary({}), workers=1, batch=1)
+    camera = CameraSettings(name="cam", url=str(clip), realtime=True, sample_fps=5, queue_size=2)
+    queue = pipeline.add_camera(camera)
+    source = CameraSource(camera, metrics, queue=queue)
+    # when it runs for 4 s
+    pipeline.start()
+    source.start()
+    time.sleep(4.0)
+    source.stop()
+    pipeline.stop(5.0)
+    # then the camera decoded at the video's pace, the queue dropped the surplus (counted), and
+    # every frame recognised was at most a queue's length old when taken
+    decoded = metric(metrics, "streamd_frames_decoded_total", camera="cam")
+    sampled = metric(metrics, "streamd_frames_sampled_total", camera="cam")
+    dropped = metric(metrics, "streamd_frames_dropped_total", camera="cam", reason="queue_full")
+    assert decoded >= 25 * 3.5
+    assert sampled >= 5 * 3.5
+    assert dropped >= sampled - len(results) - 3
+    assert dropped > 0
+    assert len(results) <= 10
+    waits = [r.decided_at - r.captured_at - 0.5 for r in results]
+    assert max(waits) < 2 * 0.5 + 0.5

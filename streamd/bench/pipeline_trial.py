@@ -152,11 +152,18 @@ def run_streamd(spec: TrialSpec) -> TrialReport:
 
     snapshots = Path(tempfile.mkdtemp(prefix="snapshots-", dir=spec.work_dir or None))
     metrics = Metrics()
-    app = App.from_settings(_settings(spec, cameras, snapshots), metrics=metrics, on_event=events.append,
+    settings = _settings(spec, cameras, snapshots)
+    app = App.from_settings(settings.model_copy(update={"cameras": []}), metrics=metrics, on_event=events.append,
                             on_result=on_result)
     report = TrialReport(spec.kind, spec.streams)
     try:
         app.start()
+        # Cameras are not synchronised: start them spread over one keyframe interval, so that their
+        # samples and keyframes do not all arrive in the same instant (a burst no real site sees).
+        spread = clips[0].gop / clips[0].fps
+        for k in range(1, len(cameras) + 1):
+            app.apply_cameras(settings.cameras[:k])
+            time.sleep(spread / len(cameras))
         if spec.loop:
             time.sleep(spec.warmup_s)
             t0, cpu0, dropped0 = time.time(), time.process_time(), _dropped(metrics, cams)
@@ -242,6 +249,9 @@ def run_naive(spec: TrialSpec) -> TrialReport:
                for i in range(spec.streams)]
     report = TrialReport(spec.kind, spec.streams)
     start = time.monotonic()
+    spread = clips[0].gop / clips[0].fps  # streams start spread over a keyframe interval, as in run_streamd
+    for k, stream in enumerate(streams):
+        stream.origin = start + spread * k / len(streams)
     t0 = start + spec.warmup_s
     t1 = t0 + spec.duration_s
     lag_at_t0: list[float] | None = None
@@ -250,13 +260,13 @@ def run_naive(spec: TrialSpec) -> TrialReport:
     while True:
         now = time.monotonic()
         if lag_at_t0 is None and now >= t0:
-            lag_at_t0 = [now - start - s.video_t for s in streams]
+            lag_at_t0 = [s.lag(now) for s in streams]
             cpu0 = time.process_time()
         if now >= t1:
             break
-        due = [s for s in streams if start + s.video_t <= now]
+        due = [s for s in streams if s.origin + s.video_t <= now]
         if not due:
-            time.sleep(max(0.0, min(start + s.video_t for s in streams) - now))
+            time.sleep(max(0.0, min(s.origin + s.video_t for s in streams) - now))
             continue
         for s in due:
             image = s.read()
@@ -277,7 +287,7 @@ def run_naive(spec: TrialSpec) -> TrialReport:
     report.window_s = end - t0
     report.cpu_cores = (time.process_time() - cpu0) / max(1e-9, report.window_s)
     report.expected = spec.sample_fps * report.window_s * spec.streams
-    lags = [end - start - s.video_t for s in streams]
+    lags = [s.lag(end) for s in streams]
     report.lag_growth_s = max(b - a for a, b in zip(lag_at_t0 or lags, lags))
     report.latency_p50_ms, report.latency_p95_ms = _quantile_ms(latencies, 0.5), _quantile_ms(latencies, 0.95)
     report.rss_mib = rss_mib()
@@ -296,6 +306,11 @@ class _NaiveStream:
         self.cap = self._open(cv2)
         self.video_t = 0.0  # video time of the next frame to read, continuous across loops
         self.next_sample = 0.0
+        self.origin = 0.0  # monotonic time the stream's first frame is due
+
+    def lag(self, now: float) -> float:
+        """How far reading is behind the stream's clock (<= 0 while it keeps up)."""
+        return now - self.origin - self.video_t
 
     def _open(self, cv2: Any) -> Any:
         params = [cv2.CAP_PROP_N_THREADS, 1] if hasattr(cv2, "CAP_PROP_N_THREADS") else []
