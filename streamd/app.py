@@ -232,7 +232,8 @@ class App:
             raise
         log.info(
             "streamd running: %d camera(s), %d recognition worker(s) (%s)",
-            len(self._cameras), self.settings.pipeline.worker_count(), self.settings.pipeline.worker_mode,
+            len(self._cameras), self.settings.pipeline.worker_count(),
+            self.settings.pipeline.resolved_mode(self.settings.engine.embedder.type),
         )
         return self
 
@@ -376,7 +377,7 @@ def runner_factory(settings: Settings) -> Callable[[], Any]:
     """Makes one worker's runner: an engine in the worker's thread, or in a child process."""
     from streamd.pipeline.runner import LocalRunner, ProcessRunner
 
-    if settings.pipeline.worker_mode == "processes":
+    if settings.pipeline.resolved_mode(settings.engine.embedder.type) == "processes":
         return lambda: ProcessRunner(settings.engine)
 
     def local() -> LocalRunner:

@@ -143,3 +143,18 @@ def test_discard_forgets_a_camera_with_frames_left() -> None:
     # then nothing is claimed from it any more
     assert sched.claim(1, timeout=0.05) == []
     assert sched.pending() == 0
+
+
+def test_a_claim_takes_only_its_share_of_the_ready_cameras() -> None:
+    # given two workers and four cameras with a frame each
+    sched = FrameScheduler(workers=2)
+    queues = {c: FrameQueue(4, wakeup=sched.wakeup) for c in "abcd"}
+    for name, queue in queues.items():
+        sched.add(name, queue)
+        queue.put(frame(name, 0))
+    # when both workers claim batches of up to four
+    first = sched.claim(4, timeout=0.1)
+    second = sched.claim(4, timeout=0.1)
+    # then each gets two cameras, so both work in parallel
+    assert len(first) == 2 and len(second) == 2
+    assert {c.camera for c in first + second} == set("abcd")

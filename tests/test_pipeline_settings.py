@@ -16,7 +16,7 @@ from streamd.types import Face
     ("section", "message"),
     [
         ({"workers": -1}, "config: pipeline.workers: Input should be greater than or equal to 0"),
-        ({"worker_mode": "fork"}, "config: pipeline.worker_mode: Input should be 'threads' or 'processes'"),
+        ({"worker_mode": "fork"}, "config: pipeline.worker_mode: Input should be 'auto', 'threads' or 'processes'"),
         ({"batch_frames": 0}, "config: pipeline.batch_frames: Input should be greater than or equal to 1"),
         ({"stop_timeout_s": 0}, "config: pipeline.stop_timeout_s: Input should be greater than 0"),
         ({"recent_events": 0}, "config: pipeline.recent_events: Input should be greater than or equal to 1"),
@@ -29,6 +29,15 @@ def test_bad_pipeline_settings_name_the_key(section: dict, message: str) -> None
         load_settings(overrides={"pipeline": section})
     # then
     assert str(err.value) == message
+
+
+@pytest.mark.parametrize(
+    ("mode", "embedder", "resolved"),
+    [("auto", "dlib", "processes"), ("auto", "onnx", "threads"), ("auto", "paddlex", "threads"),
+     ("threads", "dlib", "threads"), ("processes", "onnx", "processes")],
+)
+def test_auto_worker_mode_runs_dlib_in_processes_and_the_rest_in_threads(mode: str, embedder: str, resolved: str) -> None:
+    assert PipelineSettings(worker_mode=mode).resolved_mode(embedder) == resolved
 
 
 def test_workers_zero_means_one_per_usable_core() -> None:

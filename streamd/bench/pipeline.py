@@ -200,7 +200,8 @@ def _mark(ok: bool) -> str:
 @click.option("--warmup", type=click.FloatRange(0, 600), default=5.0, show_default=True)
 @click.option("--max-streams", type=click.IntRange(1, 256), default=16, show_default=True)
 @click.option("--streams", "fixed", type=str, help="Comma-separated stream counts to run instead of searching.")
-@click.option("--worker-mode", type=click.Choice(["threads", "processes"]), default="threads", show_default=True)
+@click.option("--worker-mode", type=click.Choice(["auto", "threads", "processes"]), default="auto", show_default=True,
+              help="pipeline.worker_mode of the daemon (auto: processes for dlib, threads otherwise).")
 @click.option("--workers", type=click.IntRange(0, 64), default=0, show_default=True, help="0 = one per core.")
 @click.option("--batch-frames", type=click.IntRange(1, 64), default=4, show_default=True)
 @click.option("--skip", multiple=True, type=click.Choice(["capacity", "naive", "keyframes", "accuracy", "modes"]),

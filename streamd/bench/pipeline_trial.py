@@ -49,7 +49,7 @@ class TrialSpec:
     sample_fps: float = 5.0
     decode: str = "auto"
     loop: bool = True
-    worker_mode: str = "threads"
+    worker_mode: str = "auto"
     workers: int = 0
     batch_frames: int = 4
     work_dir: str = ""

@@ -73,7 +73,7 @@ class RecognitionPipeline:
         self.gate = gate
         self.metrics = metrics if metrics is not None else Metrics()
         self.snapshots = snapshots
-        self.scheduler = FrameScheduler()
+        self.scheduler = FrameScheduler(workers=workers)
         self._runner_factory = runner_factory
         self._worker_count = workers
         self._batch_frames = batch_frames

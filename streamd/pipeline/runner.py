@@ -6,13 +6,18 @@ A recognition worker takes a batch of frames (of different cameras) and calls it
 whole batch are embedded in one engine call when the embedder takes aligned chips
 (``embed_chips``), so an embedder with a dynamic batch dimension runs one batch for every camera.
 
-- :class:`LocalRunner` computes in the calling thread. onnxruntime, OpenCV's DNN (YuNet) and dlib
-  release the GIL while they compute, so two worker threads keep two cores busy, and frames are
-  handed over by reference.
+- :class:`LocalRunner` computes in the calling thread. onnxruntime, OpenCV's DNN (YuNet) and
+  dlib's HOG detector release the GIL while they compute, so two worker threads keep two cores
+  busy, and frames are handed over by reference.
 - :class:`ProcessRunner` hands both calls to a child process (``spawn``: no fork of a threaded
   daemon) that owns its own engine. Frames go through shared memory (one copy per frame, no
-  pickling), faces and vectors come back through a pipe. It pays off only for engines that hold
-  the GIL in Python code; see ``streamd bench pipeline`` for the two measured side by side.
+  pickling), faces and vectors come back through a pipe.
+
+Measured on the 2-core machine (``streamd bench pipeline``, the pool alone on 4 cameras' frames):
+with YuNet + MobileFaceNet, 2 threads 88 frames/s, 2 processes 70 (the copies and round trips
+cost, and nothing was serialised to begin with); with dlib, 2 threads 8.2 frames/s, 2 processes
+10.4, because ``compute_face_descriptor`` holds the GIL for most of its ~100 ms per face, so
+threads take turns. ``pipeline.worker_mode: auto`` picks accordingly.
 """
 
 from __future__ import annotations

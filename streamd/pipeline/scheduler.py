@@ -1,8 +1,9 @@
 """Handing the frames of many cameras to a pool of workers, one frame per camera at a time.
 
 Each camera has its own bounded :class:`~streamd.sources.queues.FrameQueue` (filled by its
-decoder thread, never blocking it). A worker *claims* up to N frames of N different cameras,
-processes them and *releases* the cameras. A camera is claimed by one worker at a time, so its
+decoder thread, never blocking it). A worker *claims* up to N frames of N different cameras
+(never more than its share of the frames ready, so the other workers get theirs), processes
+them and *releases* the cameras. A camera is claimed by one worker at a time, so its
 tracker sees its frames in order, and cameras are visited round-robin, so a busy camera cannot
 starve the others: under overload every camera loses frames in its own queue (counted there),
 none loses them all.
@@ -34,12 +35,15 @@ class Claim:
 class FrameScheduler:
     """Round-robin claims over per-camera frame queues that share one ``wakeup`` event."""
 
-    def __init__(self, wakeup: threading.Event | None = None) -> None:
+    def __init__(self, wakeup: threading.Event | None = None, *, workers: int = 1) -> None:
         self.wakeup = wakeup if wakeup is not None else threading.Event()
+        #: How many workers claim; a claim takes at most its share of the cameras with a frame ready.
+        self.workers = max(1, workers)
         self._lock = threading.Lock()
         self._queues: dict[str, FrameQueue] = {}
         self._order: list[str] = []
         self._busy: set[str] = set()
+        self._batches = 0  # claims handed out and not yet released
         self._next = 0
         self._changed = threading.Condition(self._lock)
 
@@ -75,6 +79,8 @@ class FrameScheduler:
     def release(self, claims: list[Claim]) -> None:
         """Give the claimed cameras back; a camera whose stream ended is forgotten."""
         with self._lock:
+            if claims:
+                self._batches = max(0, self._batches - 1)
             for claim in claims:
                 self._busy.discard(claim.camera)
                 if claim.ended:
@@ -121,6 +127,11 @@ class FrameScheduler:
     def _poll(self, max_frames: int) -> list[Claim]:
         with self._lock:
             n = len(self._order)
+            # A fair share of what is ready, so that one worker's batch never leaves the others idle
+            # (4 cameras, 2 workers: 2 frames each, processed in parallel, not 4 in a row).
+            ready = sum(1 for c in self._order if c not in self._busy and (len(self._queues[c]) or self._queues[c].closed))
+            idle = max(1, self.workers - self._batches)
+            max_frames = min(max_frames, max(1, -(-ready // idle)))
             claims: list[Claim] = []
             for k in range(n):
                 camera = self._order[(self._next + k) % n]
@@ -137,6 +148,8 @@ class FrameScheduler:
             else:
                 if n:
                     self._next = (self._next + 1) % n
+            if claims:
+                self._batches += 1
             return claims
 
     def _forget(self, camera: str) -> None:
