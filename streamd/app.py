@@ -109,6 +109,7 @@ class App:
         self.reloader = reloader
         self.gallery_watcher = gallery_watcher
         self.snapshots = snapshots
+        #: Replaced, never changed in place: readers (HTTP, the main loop) iterate it without a lock.
         self._cameras: dict[str, _Camera] = {}
         self._lock = threading.Lock()  # camera changes (SIGHUP) vs stop
         self._started = False
@@ -247,7 +248,7 @@ class App:
                 return True
             self._stopped = True
             cameras = list(self._cameras.values())
-            self._cameras.clear()
+            self._cameras = {}
         budget = self.settings.pipeline.stop_timeout_s if timeout is None else timeout
         deadline = time.monotonic() + budget
         ok = True
@@ -294,7 +295,7 @@ class App:
 
     def camera_states(self) -> list[CameraState]:
         """Every configured camera's state (disabled ones as ``stopped``), in configuration order."""
-        running = {name: c.source.state for name, c in list(self._cameras.items())}
+        running = {name: c.source.state for name, c in self._cameras.items()}
         return [
             running.get(c.name) or CameraState(camera=c.name, status="stopped", source=c.display_source)
             for c in self.settings.cameras
@@ -305,11 +306,12 @@ class App:
 
         queue = self.pipeline.add_camera(camera)
         source = CameraSource(camera, self.metrics, queue=queue, on_state=self._on_camera_state)
-        self._cameras[camera.name] = _Camera(camera, source)
+        self._cameras = {**self._cameras, camera.name: _Camera(camera, source)}
         source.start()
 
     def _stop_camera(self, name: str, timeout: float = 10.0) -> None:
-        camera = self._cameras.pop(name, None)
+        camera = self._cameras.get(name)
+        self._cameras = {k: v for k, v in self._cameras.items() if k != name}
         if camera is None:
             return
         camera.source.stop(timeout)

@@ -52,6 +52,7 @@ class TrialSpec:
     worker_mode: str = "auto"
     workers: int = 0
     batch_frames: int = 4
+    snapshots: bool = True
     work_dir: str = ""
 
 
@@ -122,7 +123,7 @@ def _settings(spec: TrialSpec, cameras: list[dict[str, Any]], snapshots: Path) -
         index={"dir": spec.index_dir, "watch": False},
         mqtt={"enabled": False},
         http={"enabled": False},
-        snapshots={"dir": str(snapshots)},
+        snapshots={"dir": str(snapshots), "enabled": spec.snapshots},
         pipeline={"workers": spec.workers, "worker_mode": spec.worker_mode, "batch_frames": spec.batch_frames},
         cameras=cameras,
     )
@@ -216,15 +217,7 @@ def _score(report: TrialReport, results: list[Any], events: list[Any], cams: dic
     event_pts = {(r.camera, r.captured_at): r.pts for r in results}
     figures = accuracy(score_tracks(events, event_pts, cams))
     report.accuracy = figures.lines()
-    report.accuracy_figures = {
-        "enrolled_tracks": figures.enrolled_tracks,
-        "named_correctly": figures.named_correctly,
-        "correct_share": figures.correct_share,
-        "strangers_tracks": figures.strangers_tracks,
-        "strangers_named": figures.strangers_named,
-        "median_time_to_identify_s": figures.median_time_to_identify,
-        "times_to_identify_s": list(figures.times_to_identify),
-    }
+    report.accuracy_figures = asdict(figures)
 
 
 # --------------------------------------------------------------------------- naive

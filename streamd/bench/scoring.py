@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 import statistics
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 import numpy as np
 
@@ -183,3 +183,14 @@ def _quantile(values: Sequence[float], q: float) -> float:
     if not ordered:
         return float("nan")
     return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
+
+
+def merge(parts: Sequence[Accuracy]) -> Accuracy:
+    """The figures of several runs (e.g. clips played in turns) as one."""
+    if not parts:
+        return Accuracy(0, 0, 0, 0, 0, 0, 0, (), 0)
+    values: dict[str, object] = {}
+    for f in fields(Accuracy):
+        items = [getattr(p, f.name) for p in parts]
+        values[f.name] = tuple(x for item in items for x in item) if isinstance(items[0], tuple) else sum(items)
+    return Accuracy(**values)  # type: ignore[arg-type]

@@ -119,9 +119,11 @@ class RecognitionWorker:
     def process(self, claims: Sequence[Claim]) -> None:
         """Run one batch of claims: frames through the engine, ended cameras flushed."""
         # A camera removed meanwhile (SIGHUP, a stop that timed out) is skipped.
-        frames = [
-            (self.cameras[c.camera], c.item) for c in claims if isinstance(c.item, Frame) and c.camera in self.cameras
-        ]
+        frames = []
+        for c in claims:
+            camera = self.cameras.get(c.camera)
+            if camera is not None and isinstance(c.item, Frame):
+                frames.append((camera, c.item))
         if frames:
             try:
                 self._recognise(frames)
