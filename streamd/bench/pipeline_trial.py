@@ -66,6 +66,8 @@ class TrialReport:
     expected: float = 0.0
     processed: int = 0
     dropped: int = 0
+    faces_detected: int = 0
+    faces_embedded: int = 0
     lag_growth_s: float = 0.0
     latency_p50_ms: float | None = None
     latency_p95_ms: float | None = None
@@ -93,6 +95,23 @@ def rss_mib() -> float:
             if line.startswith("VmRSS:"):
                 return int(line.split()[1]) / 1024.0
     return 0.0
+
+
+def cpu_seconds() -> float:
+    """CPU time of this process and of its running children (the worker processes of worker_mode processes)."""
+    total = time.process_time()
+    me, tick = os.getpid(), os.sysconf("SC_CLK_TCK")
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as fh:
+                fields = fh.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == me:  # ppid
+            total += (int(fields[11]) + int(fields[12])) / tick  # utime + stime
+    return total
 
 
 def _quantile_ms(values: list[float], q: float) -> float | None:
@@ -167,16 +186,16 @@ def run_streamd(spec: TrialSpec) -> TrialReport:
             time.sleep(spread / len(cameras))
         if spec.loop:
             time.sleep(spec.warmup_s)
-            t0, cpu0, dropped0 = time.time(), time.process_time(), _dropped(metrics, cams)
+            t0, cpu0, dropped0, faces0 = time.time(), cpu_seconds(), _dropped(metrics, cams), _faces(metrics, cams)
             time.sleep(spec.duration_s)
-            t1, cpu1, dropped1 = time.time(), time.process_time(), _dropped(metrics, cams)
+            t1, cpu1, dropped1, faces1 = time.time(), cpu_seconds(), _dropped(metrics, cams), _faces(metrics, cams)
         else:
-            t0, cpu0, dropped0 = time.time(), time.process_time(), 0
+            t0, cpu0, dropped0, faces0 = time.time(), cpu_seconds(), 0, (0.0, 0.0)
             longest = max(c.duration_s for c in clips)
             deadline = t0 + longest + spec.warmup_s + 10.0
             while time.time() < deadline and any(s.status != "ended" for s in app.camera_states()):
                 time.sleep(0.2)
-            t1, cpu1, dropped1 = time.time(), time.process_time(), _dropped(metrics, cams)
+            t1, cpu1, dropped1, faces1 = time.time(), cpu_seconds(), _dropped(metrics, cams), _faces(metrics, cams)
         report.rss_mib = rss_mib()
         report.decode_modes = sorted({str(s.mode) for s in app.camera_states()})
     finally:
@@ -190,6 +209,7 @@ def run_streamd(spec: TrialSpec) -> TrialReport:
         c.duration_s * rate for c in cams.values())
     report.processed = len(window)
     report.dropped = int(dropped1 - dropped0)
+    report.faces_detected, report.faces_embedded = (int(b - a) for a, b in zip(faces0, faces1))
     report.cpu_cores = (cpu1 - cpu0) / max(1e-9, report.window_s)
     latencies = [r.latency_s for r in window]
     report.latency_p50_ms, report.latency_p95_ms = _quantile_ms(latencies, 0.5), _quantile_ms(latencies, 0.95)
@@ -209,6 +229,14 @@ def _dropped(metrics: Any, cameras: dict[str, Any]) -> float:
             total += metrics.registry.get_sample_value(
                 "streamd_frames_dropped_total", {"camera": name, "reason": reason}) or 0.0
     return total
+
+
+def _faces(metrics: Any, cameras: dict[str, Any]) -> tuple[float, float]:
+    """Faces detected and embedded so far, over every camera."""
+    get = metrics.registry.get_sample_value
+    detected = sum(get("streamd_faces_detected_total", {"camera": name}) or 0.0 for name in cameras)
+    embedded = sum(get("streamd_faces_embedded_total", {"camera": name}) or 0.0 for name in cameras)
+    return detected, embedded
 
 
 def _score(report: TrialReport, results: list[Any], events: list[Any], cams: dict[str, Any]) -> None:
@@ -268,6 +296,9 @@ def run_naive(spec: TrialSpec) -> TrialReport:
             began = time.perf_counter()
             analysed = engine.analyze(image, apply_gate=False)
             vectors = [r.vector for r in analysed if r.vector is not None]
+            if time.monotonic() >= t0:
+                report.faces_detected += len(analysed)
+                report.faces_embedded += len(vectors)
             if vectors:
                 import numpy as np
 
@@ -378,7 +409,7 @@ def run_throughput(spec: TrialSpec) -> TrialReport:
     pipeline.start()
     report = TrialReport(spec.kind, spec.streams)
     now = time.time()
-    cpu0, started = time.process_time(), time.perf_counter()
+    cpu0, started = cpu_seconds(), time.perf_counter()
     for i, (queue, frames) in enumerate(queues):
         for seq, (pts, image) in enumerate(frames):
             queue.put(Frame(f"cam{i:02d}", seq, pts, now, image))
@@ -388,7 +419,7 @@ def run_throughput(spec: TrialSpec) -> TrialReport:
     report.processed = sum(w.frames_done for w in pipeline.workers)
     report.window_s = elapsed
     report.frames_per_s = report.processed / elapsed
-    report.cpu_cores = (time.process_time() - cpu0) / elapsed
+    report.cpu_cores = (cpu_seconds() - cpu0) / elapsed
     report.rss_mib = rss_mib()
     return report
 
