@@ -300,11 +300,13 @@ def command(
         echo(f"  CPU per stream at capacity: {cpu_per_stream(runs[capacity]):.0f} ms of CPU per second")
     if "naive" in out and runs:
         naive_cap = out["naive"]["streams"]
-        ratio = capacity / naive_cap if naive_cap else float("inf")
-        out["ratio"] = ratio
-        echo(f"  naive loop: {naive_cap} streams; ratio {at_least(capacity, runs)}{ratio:.1f}x "
-             f"(target >= {TARGETS['ratio']:g}x: "
-             f"{_mark(ratio >= TARGETS['ratio'])})")
+        if naive_cap:
+            ratio = capacity / naive_cap
+            out["ratio"] = ratio
+            echo(f"  naive loop: {naive_cap} streams; ratio {at_least(capacity, runs)}{ratio:.1f}x "
+                 f"(target >= {TARGETS['ratio']:g}x: {_mark(ratio >= TARGETS['ratio'])})")
+        else:
+            echo(f"  naive loop: cannot keep up with one stream; streamd keeps up with {capacity}")
         naive_run = naive_runs.get(naive_cap)
         if naive_run is not None:
             echo(f"  naive CPU per stream at its capacity: {cpu_per_stream(naive_run):.0f} ms of CPU per second")

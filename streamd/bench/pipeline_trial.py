@@ -414,12 +414,14 @@ def run_throughput(spec: TrialSpec) -> TrialReport:
         for seq, (pts, image) in enumerate(frames):
             queue.put(Frame(f"cam{i:02d}", seq, pts, now, image))
         queue.close()
-    pipeline.stop(timeout=600.0)
+    pipeline.scheduler.wait_drained(600.0)
     elapsed = time.perf_counter() - started
+    cpu1 = cpu_seconds()  # before stop(): it ends the worker processes, and their CPU time with them
+    pipeline.stop(timeout=30.0)
     report.processed = sum(w.frames_done for w in pipeline.workers)
     report.window_s = elapsed
     report.frames_per_s = report.processed / elapsed
-    report.cpu_cores = (cpu_seconds() - cpu0) / elapsed
+    report.cpu_cores = (cpu1 - cpu0) / elapsed
     report.rss_mib = rss_mib()
     return report
 

@@ -27,10 +27,10 @@ class PipelineSettings(BaseModel):
     worker_mode: Literal["auto", "threads", "processes"] = Field(
         "auto",
         description="threads: workers share the process; frames are handed over by reference, and the ONNX "
-        "engines release the GIL while they compute (measured on 2 cores: 88 frames/s against 70 with "
+        "engines release the GIL while they compute (measured on 2 cores: 10-25 % more frames/s than "
         "processes). processes: each worker thread hands detection and embedding to a child process of its "
         "own through shared memory (a frame copy per sample, a process and an engine per worker); it pays "
-        "off when the embedder holds the GIL, as dlib's does (10.4 frames/s against 8.2 with threads). "
+        "off when the embedder holds the GIL, as dlib's does (12.5 frames/s against 8.1 with threads). "
         "auto: processes for the dlib embedder, threads otherwise.",
     )
     batch_frames: int = Field(

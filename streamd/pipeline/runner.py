@@ -14,10 +14,10 @@ whole batch are embedded in one engine call when the embedder takes aligned chip
   pickling), faces and vectors come back through a pipe.
 
 Measured on the 2-core machine (``streamd bench pipeline``, the pool alone on 4 cameras' frames):
-with YuNet + MobileFaceNet, 2 threads 88 frames/s, 2 processes 70 (the copies and round trips
-cost, and nothing was serialised to begin with); with dlib, 2 threads 8.2 frames/s, 2 processes
-10.4, because ``compute_face_descriptor`` holds the GIL for most of its ~100 ms per face, so
-threads take turns. ``pipeline.worker_mode: auto`` picks accordingly.
+with YuNet + MobileFaceNet, 2 threads 98-115 frames/s, 2 processes 89-92 (the copies and round
+trips cost, and nothing was serialised to begin with); with dlib, 2 threads 8.1 frames/s on 1.55
+cores, 2 processes 12.5, because ``compute_face_descriptor`` holds the GIL for most of its ~100 ms
+per face, so threads take turns. ``pipeline.worker_mode: auto`` picks accordingly.
 """
 
 from __future__ import annotations
