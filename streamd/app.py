@@ -213,6 +213,7 @@ class App:
             if self.publisher is not None:
                 self.publisher.start()
                 self._watch_index_for_mqtt(self.publisher)
+            self._forget_people_leaving_the_index()
             if self.reloader is not None:
                 if self.settings.index.watch:
                     self.reloader.start()
@@ -344,6 +345,14 @@ class App:
     def healthy(self) -> bool:
         """True while every recognition worker runs (the main loop's watchdog condition)."""
         return self._engine_ready() is None
+
+    def _forget_people_leaving_the_index(self) -> None:
+        """After a swap that removed labels, every camera's tracker stops naming those people."""
+        from streamd.index.notify import on_label_change
+
+        self._unsubscribe.append(
+            on_label_change(self.holder, lambda change: self.pipeline.forget_labels(change.removed))
+        )
 
     def _watch_index_for_mqtt(self, publisher: MqttPublisher) -> None:
         from streamd.index.notify import announce_index_state, labels_of, on_label_change

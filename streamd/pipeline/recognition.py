@@ -154,6 +154,12 @@ class RecognitionPipeline:
         """time.monotonic() of the least recent worker loop turn (a stuck worker makes it old)."""
         return min((w.last_beat for w in self._workers), default=time.monotonic())
 
+    def forget_labels(self, labels: Iterable[str]) -> None:
+        """People who left the index: every camera's tracker drops them at its next sample (any thread)."""
+        labels = frozenset(labels)
+        for camera in list(self._cameras.values()):  # a copy: cameras may come and go meanwhile
+            camera.manager.forget_labels(labels)
+
     # ------------------------------------------------------------------ lifecycle
 
     def start(self) -> RecognitionPipeline:

@@ -140,6 +140,14 @@ class Tally:
         top = similarity if label is not None else 0.0
         return Tally(self.labels, self.unknown.plus(max(rules.min_score, 0.0) * fw, fw, top))
 
+    def without(self, labels: Iterable[str]) -> Tally:
+        """The tally with every vote for ``labels`` dropped (they left the gallery): unknown's votes stay."""
+        gone = set(labels)
+        if not gone.intersection(self.labels):
+            return self
+        kept = {label: votes for label, votes in self.labels.items() if label not in gone}
+        return Tally(MappingProxyType(kept), self.unknown)
+
 
 def best_label(matches: Sequence[Match]) -> tuple[str | None, float]:
     """The label with the highest similarity among the matches, and that similarity."""

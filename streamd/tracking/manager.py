@@ -10,6 +10,10 @@ and when the camera stops or the daemon shuts down::
 
     events = manager.flush()                             # `end` for every open track
 
+and, from any thread, when people leave the gallery (an index hot reload)::
+
+    manager.forget_labels({"alice"})                     # applied at the next update/observe
+
 - ``faces`` are the detector's faces in ``frame.image`` pixels; ``quality`` one figure per face in
   [0, 1] (higher = larger, sharper, more frontal; it weighs the face in the vote and decides when
   a better face is worth re-embedding), or None for a face that failed the quality gate: it is
@@ -26,6 +30,14 @@ and when the camera stops or the daemon shuts down::
   time; different cameras' managers are independent. Calling ``update`` again without
   ``observe`` links the previous sample on boxes alone (its events come with the next observe).
 
+- ``forget_labels`` may be called from any thread (the index reloader's): the labels wait in a
+  pending set that the next ``update`` or ``observe`` applies on the worker's thread. Every open
+  track's votes for them are dropped; a track named as one of them is withdrawn (its decision
+  recomputed from the votes left, normally unknown: an ``update`` event with label None comes
+  with that sample) and gets a fresh embedding budget; tracks of people still enrolled keep
+  their decision. Matches for a forgotten label in the results of an ``observe`` that applies
+  it are ignored too: that search may have run on the index before the swap.
+
 The tracker works in stream time (``frame.pts``), so replays faster than real time track as the
 video was recorded; events carry wall-clock ``frame.captured_at`` as ``frame_ts``.
 """
@@ -34,7 +46,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import NamedTuple
 
 import numpy as np
@@ -81,12 +93,17 @@ class TrackManager:
         self._lock = threading.Lock()
         self._pending: tuple[Frame, Association] | None = None
         self._backlog: list[IdentityEvent] = []
+        # Labels that left the index, waiting for the worker's thread (see forget_labels).
+        self._forget_lock = threading.Lock()
+        self._forget: set[str] = set()
 
     def update(
         self, frame: Frame, faces: Sequence[Face], quality: Sequence[float | None] | None = None
     ) -> list[EmbedRequest]:
         """Link this frame's faces to tracks on boxes; the faces to embed (face order)."""
         with self._lock:
+            # This sample's search runs after this point, hence on the index that dropped them.
+            self._apply_forget()
             if self._pending is not None:
                 self._backlog.extend(self._finish(*self._pending, {}))
             association = self.tracker.associate(frame.pts, frame.skipped, faces, quality)
@@ -102,8 +119,19 @@ class TrackManager:
                 raise RuntimeError(f"camera {self.camera}: observe() without update() for frame {frame.seq}")
             pending, self._pending = self._pending, None
             events, self._backlog = self._backlog, []
-            events.extend(self._finish(*pending, {int(i): EmbedResult(*r) for i, r in results.items()}))
+            # The results may come from a search on the index before the swap: ignore their votes
+            # for the labels forgotten now.
+            forgotten = self._apply_forget()
+            found = {int(i): _without(EmbedResult(*r), forgotten) for i, r in results.items()}
+            events.extend(self._finish(*pending, found))
             return events
+
+    def forget_labels(self, labels: Iterable[str]) -> None:
+        """Drop ``labels`` (no longer enrolled) from every open track at the next sample; any thread."""
+        labels = set(labels)
+        if labels:
+            with self._forget_lock:
+                self._forget |= labels
 
     def flush(self, now: float | None = None) -> list[IdentityEvent]:
         """End every track (camera stopped, shutdown): their ``end`` events."""
@@ -121,6 +149,25 @@ class TrackManager:
             return [self._state(t) for t in self.tracker.tracks if t.confirmed and t.track_id in self.events.open_tracks]
 
     # ------------------------------------------------------------------ internals
+
+    def _apply_forget(self) -> frozenset[str]:
+        """Apply the pending forgotten labels to every track (under ``self._lock``); those labels."""
+        with self._forget_lock:
+            if not self._forget:
+                return frozenset()
+            labels, self._forget = frozenset(self._forget), set()
+        for track in self.tracker.tracks:
+            track.tally = track.tally.without(labels)
+            d = track.decision
+            if d is not None and d.known and d.label in labels:
+                # Withdrawn: decided afresh from the votes left (no hysteresis for a name that is
+                # gone), with a fresh budget so that new evidence on the new index comes soon.
+                track.decision = decide(track.tally, None, self.rules)
+                track.uncertain_embeds = 0
+            elif d is not None and not d.known:
+                track.decision = decide(track.tally, d, self.rules)  # a tie with a gone label may resolve
+            # Tracks named as someone still enrolled keep their decision as it is.
+        return labels
 
     def _finish(self, frame: Frame, association: Association, results: Mapping[int, EmbedResult]) -> list[IdentityEvent]:
         vectors = {i: r.vector for i, r in results.items() if r.vector is not None}
@@ -175,3 +222,10 @@ class TrackManager:
             zones=tuple(track.zones),
             snapshot=track.snapshot,
         )
+
+
+def _without(result: EmbedResult, labels: frozenset[str]) -> EmbedResult:
+    """``result`` without its matches for ``labels``."""
+    if not labels:
+        return result
+    return EmbedResult(result.vector, tuple(m for m in result.matches if m.label not in labels))
