@@ -17,9 +17,9 @@ import numpy as np
 from streamd.faces.quality import blur_variance, estimate_yaw
 from streamd.types import Face
 
-#: Laplacian variance (on the 112x112 grey face) at which a face counts as fully sharp. Sharp
-#: webcam faces measure 150-600; motion blur or a soft focus brings them under 50.
-SHARP_BLUR_VAR = 120.0
+#: Laplacian variance (on the 112x112 grey face) at which a face counts as fully sharp. Measured
+#: for the quality gate: sharp stills 40-200, soft but usable video faces 8-20, smeared under 4.
+SHARP_BLUR_VAR = 50.0
 #: No face weighs less than this: a poor but gated-in face still carries a little evidence.
 MIN_QUALITY = 0.05
 
