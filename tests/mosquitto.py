@@ -196,6 +196,7 @@ class Received:
     payload: bytes
     retain: bool
     qos: int
+    dup: bool = False
 
 
 class Subscriber:
@@ -240,7 +241,7 @@ class Subscriber:
 
     def _on_message(self, client, userdata, msg) -> None:
         with self._cond:
-            self.messages.append(Received(msg.topic, bytes(msg.payload), bool(msg.retain), msg.qos))
+            self.messages.append(Received(msg.topic, bytes(msg.payload), bool(msg.retain), msg.qos, bool(msg.dup)))
             self._cond.notify_all()
 
     def on(self, topic: str) -> list[Received]:
