@@ -35,8 +35,13 @@ def is_url(value: str) -> bool:
     return head.startswith("http://") or head.startswith("https://")
 
 
-def redact_url(url: httpx.URL | str) -> str:
-    """The URL without user info, query or fragment (they may carry credentials), for messages."""
+def url_without_secrets(url: httpx.URL | str) -> str:
+    """The URL without user info, query or fragment, for API error messages.
+
+    Stricter than :func:`streamd.sources.redact.redact_url` (which keeps the user name and masks
+    only known secret parameters): a request's URL is the client's, and its query may carry a
+    signed token under any name, so the API echoes none of it.
+    """
     u = httpx.URL(str(url)) if not isinstance(url, httpx.URL) else url
     port = f":{u.port}" if u.port else ""
     return f"{u.scheme}://{u.host}{port}{u.path}"
@@ -114,7 +119,7 @@ class ImageLoader:
         ) as client:
             for _ in range(self.settings.max_redirects + 1):
                 if not self.allow_list.allows(url):
-                    raise ApiError(403, f"{where}: URL {redact_url(url)} is not in http.allowed_url_prefixes")
+                    raise ApiError(403, f"{where}: URL {url_without_secrets(url)} is not in http.allowed_url_prefixes")
                 try:
                     with client.stream("GET", url) as response:
                         if response.is_redirect and "location" in response.headers:
@@ -122,18 +127,18 @@ class ImageLoader:
                             continue
                         if response.status_code != 200:
                             raise ApiError(
-                                502, f"{where}: fetching {redact_url(url)} gave HTTP {response.status_code}"
+                                502, f"{where}: fetching {url_without_secrets(url)} gave HTTP {response.status_code}"
                             )
                         return self._read_capped(response, url, where, deadline)
                 except httpx.HTTPError as exc:
                     raise ApiError(
-                        502, f"{where}: fetching {redact_url(url)} failed ({type(exc).__name__})"
+                        502, f"{where}: fetching {url_without_secrets(url)} failed ({type(exc).__name__})"
                     ) from None
         raise ApiError(502, f"{where}: more than {self.settings.max_redirects} redirects (http.max_redirects)")
 
     def _read_capped(self, response: httpx.Response, url: httpx.URL, where: str, deadline: float) -> bytes:
         cap = self.settings.max_download_bytes
-        too_large = ApiError(413, f"{where}: {redact_url(url)} is larger than {cap} bytes (http.max_download_bytes)")
+        too_large = ApiError(413, f"{where}: {url_without_secrets(url)} is larger than {cap} bytes (http.max_download_bytes)")
         declared = response.headers.get("content-length", "")
         if declared.isdigit() and int(declared) > cap:
             raise too_large
@@ -145,7 +150,7 @@ class ImageLoader:
                 raise too_large
             if time.monotonic() > deadline:
                 raise ApiError(
-                    502, f"{where}: fetching {redact_url(url)} took longer than {self.settings.url_timeout_s} s"
+                    502, f"{where}: fetching {url_without_secrets(url)} took longer than {self.settings.url_timeout_s} s"
                 )
             chunks.append(chunk)
         return b"".join(chunks)
