@@ -166,6 +166,7 @@ class App:
             snapshots=snapshots,
             sinks=[recent.add],
             on_result=on_result,
+            region_detection=settings.pipeline.region_detection,
         )
         publisher = None
         if settings.mqtt.enabled:

@@ -47,6 +47,20 @@ class Metrics:
             "streamd_faces_rejected_total", "Faces rejected by the quality gate", cam + ["reason"], registry=r
         )
         self.faces_embedded = Counter("streamd_faces_embedded_total", "Faces embedded", cam, registry=r)
+        self.detections = Counter(
+            "streamd_detections_total",
+            "Samples by where faces were looked for: full (the whole frame), regions (around tracks and "
+            "motion), none (nothing moved, no track)",
+            cam + ["scope"],
+            registry=r,
+        )
+        self.detect_coverage = Counter(
+            "streamd_detect_coverage_ratio_total",
+            "Sum over samples of the share of the frame detection looked at (divide by "
+            "streamd_detections_total for the mean)",
+            cam,
+            registry=r,
+        )
         self.decisions = Counter(
             "streamd_decisions_total", "Identity decisions by outcome (known, unknown, tie)", cam + ["outcome"],
             registry=r,

@@ -47,7 +47,7 @@ class FakeRunner:
         self.closed = False
         self._images: list[np.ndarray] = []
 
-    def detect(self, images: Sequence[np.ndarray]) -> Detections:
+    def detect(self, images: Sequence[np.ndarray], regions=None) -> Detections:
         if self.fail:
             raise self.fail.pop(0)
         self._images = list(images)
@@ -335,7 +335,7 @@ class SlowRunner(FakeRunner):
         super().__init__({})
         self.delay = delay
 
-    def detect(self, images: Sequence[np.ndarray]) -> Detections:
+    def detect(self, images: Sequence[np.ndarray], regions=None) -> Detections:
         import time
 
         time.sleep(self.delay * len(images))

@@ -126,7 +126,9 @@ def describe(r: TrialReport) -> str:
     return (
         f"{r.streams:>3} streams: {'keeps up ' if r.keeps_up else 'FALLS BEHIND'} recognised {r.processed}/"
         f"{r.expected:.0f} ({100 * r.processed_share:.0f} %), dropped {r.dropped}, lag growth {r.lag_growth_s:+.2f} s"
-        f"{lat}, faces embedded {r.faces_embedded}/{r.faces_detected}, CPU {r.cpu_cores:.2f} cores, "
+        f"{lat}, faces embedded {r.faces_embedded}/{r.faces_detected}"
+        f"{'' if r.detect_coverage is None else f', detection looked at {100 * r.detect_coverage:.0f} % of the pixels'}"
+        f", CPU {r.cpu_cores:.2f} cores, "
         f"RSS {r.rss_mib:.0f} MiB"
     )
 
@@ -213,6 +215,9 @@ def _mark(ok: bool) -> str:
 @click.option("--batch-frames", type=click.IntRange(1, 64), default=4, show_default=True)
 @click.option("--snapshots/--no-snapshots", default=True, show_default=True,
               help="Keep track snapshots as the daemon does by default (JPEG writes of faces and frames).")
+@click.option("--region-detection/--no-region-detection", default=True, show_default=True,
+              help="pipeline.region_detection.enabled of the daemon: detect around tracks and motion, the whole "
+              "frame once a second (the default), or the whole frame on every sample.")
 @click.option("--skip", multiple=True, type=click.Choice(["capacity", "naive", "keyframes", "accuracy", "modes"]),
               help="Leave out a part (repeatable).")
 @click.option("--seed", type=int, default=1, show_default=True, help="Chooses the cast and the scenes.")
@@ -221,7 +226,7 @@ def _mark(ok: bool) -> str:
 def command(
     engine: str, models_dir: Path | None, faces_dir: Path | None, work_dir: Path, clips: int, clip_seconds: float,
     gop: int, sample_fps: float, duration: float, warmup: float, max_streams: int, fixed: str | None,
-    worker_mode: str, workers: int, batch_frames: int, snapshots: bool, skip: tuple[str, ...], seed: int,
+    worker_mode: str, workers: int, batch_frames: int, snapshots: bool, region_detection: bool, skip: tuple[str, ...], seed: int,
     json_out: Path | None,
 ) -> None:
     """Capacity, latency, time to identify and accuracy of the stream pipeline (real time, real faces)."""
@@ -235,7 +240,8 @@ def command(
                                 echo=echo)
     base = TrialSpec(kind="streamd", engine=eng, index_dir=index_dir, clips=truths, streams=1, duration_s=duration,
                      warmup_s=warmup, sample_fps=sample_fps, worker_mode=worker_mode, workers=workers,
-                     batch_frames=batch_frames, snapshots=snapshots, work_dir=str(work_dir))
+                     batch_frames=batch_frames, snapshots=snapshots, region_detection=region_detection,
+                     work_dir=str(work_dir))
     out: dict[str, Any] = {"engine": engine, "gop": gop, "sample_fps": sample_fps, "clips": truths}
     started = time.monotonic()
     echo(f"engine {engine}, {clips} clip(s) of {clip_seconds:g} s, 1280x720 H.264 25 fps, GOP {gop}, "

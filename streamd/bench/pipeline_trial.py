@@ -53,6 +53,7 @@ class TrialSpec:
     workers: int = 0
     batch_frames: int = 4
     snapshots: bool = True
+    region_detection: bool = True
     work_dir: str = ""
 
 
@@ -68,6 +69,8 @@ class TrialReport:
     dropped: int = 0
     faces_detected: int = 0
     faces_embedded: int = 0
+    #: Mean share of each sample's pixels that detection looked at (1.0: every sample whole).
+    detect_coverage: float | None = None
     lag_growth_s: float = 0.0
     latency_p50_ms: float | None = None
     latency_p95_ms: float | None = None
@@ -143,7 +146,8 @@ def _settings(spec: TrialSpec, cameras: list[dict[str, Any]], snapshots: Path) -
         mqtt={"enabled": False},
         http={"enabled": False},
         snapshots={"dir": str(snapshots), "enabled": spec.snapshots},
-        pipeline={"workers": spec.workers, "worker_mode": spec.worker_mode, "batch_frames": spec.batch_frames},
+        pipeline={"workers": spec.workers, "worker_mode": spec.worker_mode, "batch_frames": spec.batch_frames,
+                  "region_detection": {"enabled": spec.region_detection}},
         cameras=cameras,
     )
 
@@ -190,7 +194,7 @@ def run_streamd(spec: TrialSpec) -> TrialReport:
             time.sleep(spec.duration_s)
             t1, cpu1, dropped1, faces1 = time.time(), cpu_seconds(), _dropped(metrics, cams), _faces(metrics, cams)
         else:
-            t0, cpu0, dropped0, faces0 = time.time(), cpu_seconds(), 0, (0.0, 0.0)
+            t0, cpu0, dropped0, faces0 = time.time(), cpu_seconds(), 0, (0.0, 0.0, 0.0, 0.0)
             longest = max(c.duration_s for c in clips)
             deadline = t0 + longest + spec.warmup_s + 10.0
             while time.time() < deadline and any(s.status != "ended" for s in app.camera_states()):
@@ -209,7 +213,9 @@ def run_streamd(spec: TrialSpec) -> TrialReport:
         c.duration_s * rate for c in cams.values())
     report.processed = len(window)
     report.dropped = int(dropped1 - dropped0)
-    report.faces_detected, report.faces_embedded = (int(b - a) for a, b in zip(faces0, faces1))
+    detected, embedded, coverage, detections = (b - a for a, b in zip(faces0, faces1))
+    report.faces_detected, report.faces_embedded = int(detected), int(embedded)
+    report.detect_coverage = coverage / detections if detections else None
     report.cpu_cores = (cpu1 - cpu0) / max(1e-9, report.window_s)
     latencies = [r.latency_s for r in window]
     report.latency_p50_ms, report.latency_p95_ms = _quantile_ms(latencies, 0.5), _quantile_ms(latencies, 0.95)
@@ -231,12 +237,17 @@ def _dropped(metrics: Any, cameras: dict[str, Any]) -> float:
     return total
 
 
-def _faces(metrics: Any, cameras: dict[str, Any]) -> tuple[float, float]:
-    """Faces detected and embedded so far, over every camera."""
+def _faces(metrics: Any, cameras: dict[str, Any]) -> tuple[float, float, float, float]:
+    """Faces detected and embedded so far, the summed share of frame pixels detection looked at, and the
+    samples detection was planned for (the last two give the mean coverage), over every camera."""
     get = metrics.registry.get_sample_value
-    detected = sum(get("streamd_faces_detected_total", {"camera": name}) or 0.0 for name in cameras)
-    embedded = sum(get("streamd_faces_embedded_total", {"camera": name}) or 0.0 for name in cameras)
-    return detected, embedded
+
+    def total(name: str, **labels: str) -> float:
+        return sum(get(name, {"camera": cam, **labels}) or 0.0 for cam in cameras)
+
+    detections = sum(total("streamd_detections_total", scope=scope) for scope in ("full", "regions", "none"))
+    return (total("streamd_faces_detected_total"), total("streamd_faces_embedded_total"),
+            total("streamd_detect_coverage_ratio_total"), detections)
 
 
 def _score(report: TrialReport, results: list[Any], events: list[Any], cams: dict[str, Any]) -> None:

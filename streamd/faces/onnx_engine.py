@@ -74,7 +74,12 @@ def nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float) -> list[int
 def _scale_to(image: np.ndarray, longer_side: int) -> tuple[np.ndarray, float]:
     """The image resized so that its longer side is ``longer_side``, and the scale used."""
     h, w = image.shape[:2]
-    scale = longer_side / max(h, w)
+    return _resized(image, longer_side / max(h, w))
+
+
+def _resized(image: np.ndarray, scale: float) -> tuple[np.ndarray, float]:
+    """The image resized by ``scale`` (at least 1x1 pixel), and the scale."""
+    h, w = image.shape[:2]
     if abs(scale - 1.0) < 1e-6:
         return image, 1.0
     size = (max(1, round(w * scale)), max(1, round(h * scale)))
@@ -117,9 +122,14 @@ class YuNetDetector:
             raise ModelError(f"{self.model_path}: cv2.FaceDetectorYN cannot load it as YuNet ({exc.err})") from None
         self._size: tuple[int, int] = (self.input_size, self.input_size)
 
-    def detect(self, image: np.ndarray) -> list[Face]:
-        """Faces in a BGR uint8 image."""
-        scaled, scale = _scale_to(image, self.input_size)
+    def detection_scale(self, shape: Sequence[int]) -> float:
+        """The factor a frame of ``shape`` is resized by before detection (its longer side to ``input_size``)."""
+        return self.input_size / max(int(shape[0]), int(shape[1]))
+
+    def detect(self, image: np.ndarray, *, scale: float | None = None) -> list[Face]:
+        """Faces in a BGR uint8 image; ``scale``: resize by this factor instead of fitting ``input_size``
+        (a crop of a frame is detected at the frame's scale, see :mod:`streamd.faces.regions`)."""
+        scaled, scale = _scale_to(image, self.input_size) if scale is None else _resized(image, scale)
         size = (scaled.shape[1], scaled.shape[0])
         if size != self._size:
             self._net.setInputSize(size)

@@ -2,7 +2,8 @@
 
 The worker that claims a camera's frame runs the camera's steps in this order::
 
-    faces = detections                      # from the runner, for this frame
+    plan = camera.plan(frame)               # where to detect: whole frame, regions or nowhere
+    faces = detections                      # from the runner, for this frame and plan
     requests = camera.update(frame, faces)  # quality gate + tracker: which faces to embed now
     events = camera.observe(frame, results) # vectors and index matches of those faces -> events
 
@@ -18,6 +19,7 @@ from dataclasses import dataclass, field
 
 from streamd.metrics import Metrics
 from streamd.pipeline.quality import Gate, assess
+from streamd.pipeline.regions import DetectionPlan, RegionPlanner
 from streamd.tracking.manager import EmbedResult, TrackManager
 from streamd.tracking.tracker import EmbedRequest
 from streamd.types import Face, Frame, IdentityEvent
@@ -50,10 +52,18 @@ class FrameResult:
 class CameraRecognition:
     """A camera's tracker, identity decisions and per-camera metrics."""
 
-    def __init__(self, camera: str, manager: TrackManager, gate: Gate | None, metrics: Metrics) -> None:
+    def __init__(
+        self,
+        camera: str,
+        manager: TrackManager,
+        gate: Gate | None,
+        metrics: Metrics,
+        planner: RegionPlanner | None = None,
+    ) -> None:
         self.camera = camera
         self.manager = manager
         self.gate = gate
+        self.planner = planner
         m = metrics
         self.m_detected = m.faces_detected.labels(camera)
         self.m_embedded = m.faces_embedded.labels(camera)
@@ -63,8 +73,20 @@ class CameraRecognition:
         self.m_search = m.stage_seconds.labels(camera, "search")
         self.m_decision = m.frame_to_decision_seconds.labels(camera)
         self.m_dropped = m.frames_dropped
+        self.m_detections = {scope: m.detections.labels(camera, scope) for scope in ("full", "regions", "none")}
+        self.m_coverage = m.detect_coverage.labels(camera)
         #: Faces and gate reasons of the frame between update() and observe().
         self._pending: tuple[Frame, tuple[Face, ...], tuple[str | None, ...]] | None = None
+
+    def plan(self, frame: Frame) -> DetectionPlan:
+        """Where to detect faces in ``frame``: the whole frame, or around the tracks and motion."""
+        if self.planner is None:
+            plan = DetectionPlan.everywhere()
+        else:
+            plan = self.planner.plan(frame.image, frame.pts, self.manager.predicted_boxes(frame.pts))
+        self.m_detections[plan.scope].inc()
+        self.m_coverage.inc(plan.coverage)
+        return plan
 
     def update(self, frame: Frame, faces: Sequence[Face], detect_s: float) -> list[EmbedRequest]:
         """Gate the detected faces and link them to tracks; the faces the tracker wants embedded."""

@@ -11,6 +11,53 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 
+class RegionDetectionSettings(BaseModel):
+    """Detect faces only around tracks and motion between full passes (see streamd.pipeline.regions)."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    enabled: bool = Field(
+        True,
+        description="Detect in regions around live tracks and motion, with a full-frame pass every "
+        "full_frame_interval_s; false: every sample is detected whole. Detectors that cannot detect a crop "
+        "at the frame's scale (SCRFD, Paddle) always detect the whole frame.",
+    )
+    full_frame_interval_s: float = Field(
+        1.0,
+        gt=0,
+        le=60,
+        description="Stream seconds between full-frame passes: the longest a face that appears without "
+        "moving (or that motion misses) waits to be found.",
+    )
+    track_margin: float = Field(
+        0.6,
+        ge=0,
+        le=5,
+        description="How far around a track's predicted box to look, as a share of the box's width and height "
+        "on each side (room for the face to move between samples).",
+    )
+    motion: bool = Field(True, description="Also look where the picture changed since the previous sample.")
+    motion_threshold: int = Field(
+        25, ge=1, le=255, description="Grey-level change (0-255) of a pixel of the small motion frame that counts as motion."
+    )
+    motion_min_area: float = Field(
+        0.0005,
+        ge=0,
+        le=1,
+        description="Smallest moving blob that counts, as a share of the frame's area (ignores noise and rain).",
+    )
+    motion_margin: int = Field(
+        48, ge=0, le=1000, description="Pixels added around each moving blob (a face next to a moving shoulder)."
+    )
+    max_coverage: float = Field(
+        0.5,
+        gt=0,
+        le=1,
+        description="When the regions would cover this share of the frame or more, the whole frame is "
+        "detected instead (costs about the same, sees everything).",
+    )
+
+
 class PipelineSettings(BaseModel):
     """How many recognition workers run, how they run, and how the daemon stops."""
 
@@ -50,6 +97,10 @@ class PipelineSettings(BaseModel):
     )
     recent_events: int = Field(
         500, ge=1, le=1_000_000, description="Events kept in memory for GET /api/events/recent."
+    )
+    region_detection: RegionDetectionSettings = Field(
+        default_factory=RegionDetectionSettings,
+        description="Detection around tracks and motion instead of the whole frame on every sample.",
     )
 
     def resolved_mode(self, embedder_type: str) -> Literal["threads", "processes"]:

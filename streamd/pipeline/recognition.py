@@ -26,7 +26,9 @@ from typing import TYPE_CHECKING
 from streamd.index.holder import IndexHolder
 from streamd.metrics import Metrics
 from streamd.pipeline.camera import CameraRecognition
+from streamd.pipeline.config import RegionDetectionSettings
 from streamd.pipeline.quality import Gate
+from streamd.pipeline.regions import RegionPlanner
 from streamd.pipeline.runner import FaceRunner
 from streamd.pipeline.scheduler import FrameScheduler
 from streamd.pipeline.worker import RecognitionWorker, ResultCallback
@@ -63,6 +65,7 @@ class RecognitionPipeline:
         snapshots: SnapshotStore | None = None,
         sinks: Iterable[EventSink] = (),
         on_result: ResultCallback | None = None,
+        region_detection: RegionDetectionSettings | None = None,
     ) -> None:
         if workers < 1:
             raise ValueError(f"the recognition pipeline needs at least 1 worker, got {workers}")
@@ -73,6 +76,8 @@ class RecognitionPipeline:
         self.gate = gate
         self.metrics = metrics if metrics is not None else Metrics()
         self.snapshots = snapshots
+        #: None: every sample is detected whole (tests and tools that want exactly that).
+        self.region_detection = region_detection
         self.scheduler = FrameScheduler(workers=workers)
         self._runner_factory = runner_factory
         self._worker_count = workers
@@ -123,7 +128,8 @@ class RecognitionPipeline:
             snapshots=self.snapshots,
             metrics=self.metrics,
         )
-        self._cameras[name] = CameraRecognition(name, manager, self.gate, self.metrics)
+        planner = RegionPlanner(self.region_detection) if self.region_detection is not None else None
+        self._cameras[name] = CameraRecognition(name, manager, self.gate, self.metrics, planner)
         self.scheduler.add(name, queue)
         return queue
 

@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import numpy as np
 
 from streamd.errors import ModelError
+from streamd.faces.regions import Rect, detect_in_regions, supports_regions
 from streamd.types import Face
 
 if TYPE_CHECKING:
@@ -42,6 +43,8 @@ log = logging.getLogger(__name__)
 
 #: (index of the image in the last ``detect`` call, the faces of it to embed).
 EmbedItem = tuple[int, Sequence[Face]]
+#: Where to detect in one image: None for the whole image, else rectangles (empty: nowhere).
+Regions = tuple[Rect, ...] | None
 
 
 @dataclass(frozen=True)
@@ -63,7 +66,7 @@ class Embeddings:
 class FaceRunner(Protocol):
     """Runs a detector and an embedder for a recognition worker (see the module docstring)."""
 
-    def detect(self, images: Sequence[np.ndarray]) -> Detections: ...
+    def detect(self, images: Sequence[np.ndarray], regions: Sequence[Regions] | None = None) -> Detections: ...
 
     def embed(self, requests: Sequence[EmbedItem]) -> Embeddings: ...
 
@@ -87,7 +90,15 @@ class FaceCompute:
         self.detector = detector
         self.embedder = embedder
 
-    def detect(self, images: Sequence[np.ndarray]) -> Detections:
+    def detect(self, images: Sequence[np.ndarray], regions: Sequence[Regions] | None = None) -> Detections:
+        """Faces per image; ``regions[i]`` limits image i's detection (see :mod:`streamd.faces.regions`)."""
+        if regions is not None and any(r is not None for r in regions) and supports_regions(self.detector):
+            faces, seconds = [], []
+            for image, where in zip(images, regions):
+                started = time.perf_counter()
+                faces.append(tuple(detect_in_regions(self.detector, image, where)))
+                seconds.append(time.perf_counter() - started)
+            return Detections(tuple(faces), tuple(seconds))
         batch = getattr(self.detector, "detect_batch", None)
         if batch is not None and len(images) > 1:
             started = time.perf_counter()
@@ -131,9 +142,9 @@ class LocalRunner:
         self._compute = FaceCompute(engine.detector, engine.embedder)
         self._images: Sequence[np.ndarray] = ()
 
-    def detect(self, images: Sequence[np.ndarray]) -> Detections:
+    def detect(self, images: Sequence[np.ndarray], regions: Sequence[Regions] | None = None) -> Detections:
         self._images = list(images)
-        return self._compute.detect(self._images)
+        return self._compute.detect(self._images, regions)
 
     def embed(self, requests: Sequence[EmbedItem]) -> Embeddings:
         return self._compute.embed(self._images, requests)
@@ -177,13 +188,13 @@ class ProcessRunner:
     def pid(self) -> int | None:
         return self._proc.pid
 
-    def detect(self, images: Sequence[np.ndarray]) -> Detections:
+    def detect(self, images: Sequence[np.ndarray], regions: Sequence[Regions] | None = None) -> Detections:
         frames = []
         for slot, image in enumerate(images):
             shm = self._slot(slot, image.nbytes)
             np.ndarray(image.shape, np.uint8, buffer=shm.buf)[...] = image
             frames.append((shm.name, image.shape))
-        self._send(("detect", frames, [shm.name for shm in self._slots]))
+        self._send(("detect", frames, [shm.name for shm in self._slots], regions))
         _, faces, seconds = self._receive(None, "detect")
         return Detections(faces, seconds)
 
@@ -271,7 +282,7 @@ def child_main(conn: Any, engine_settings: EngineSettings) -> None:
                 images = [_view(attached, name, shape) for name, shape in message[1]]
                 for stale in set(attached) - set(message[2]):  # blocks the parent replaced
                     attached.pop(stale).close()
-                found = compute.detect(images)
+                found = compute.detect(images, message[3] if len(message) > 3 else None)
                 conn.send(("ok", found.faces, found.seconds))
             elif message[0] == "embed":
                 done = compute.embed(images, message[1])

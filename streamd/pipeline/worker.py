@@ -2,6 +2,7 @@
 
 One batch (at most ``batch_frames`` frames, each of a different camera)::
 
+    plan each frame's detection        (CameraRecognition.plan: whole frame, regions or nowhere)
     detect every frame                 (runner.detect: one call for the batch)
     gate + track each frame            (CameraRecognition.update: which faces to embed)
     embed the wanted faces of all      (runner.embed: one engine batch across cameras)
@@ -136,7 +137,8 @@ class RecognitionWorker:
 
     def _recognise(self, frames: Sequence[tuple[CameraRecognition, Frame]]) -> None:
         runner = self._ensure_runner()
-        found = runner.detect([frame.image for _, frame in frames])
+        plans = [camera.plan(frame) for camera, frame in frames]
+        found = runner.detect([frame.image for _, frame in frames], [plan.regions for plan in plans])
         wanted = []
         for (camera, frame), faces, seconds in zip(frames, found.faces, found.seconds):
             requests = camera.update(frame, faces, seconds)

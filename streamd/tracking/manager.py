@@ -126,6 +126,11 @@ class TrackManager:
             events.extend(self._finish(*pending, found))
             return events
 
+    def predicted_boxes(self, ts: float) -> list[tuple[float, float, float, float]]:
+        """Where each live track's face is expected at stream time ``ts`` (region detection looks there)."""
+        with self._lock:
+            return [track.predict(ts) for track in self.tracker.tracks]
+
     def forget_labels(self, labels: Iterable[str]) -> None:
         """Drop ``labels`` (no longer enrolled) from every open track at the next sample; any thread."""
         labels = set(labels)
