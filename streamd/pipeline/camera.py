@@ -83,7 +83,7 @@ class CameraRecognition:
         if self.planner is None:
             plan = DetectionPlan.everywhere()
         else:
-            plan = self.planner.plan(frame.image, frame.pts, self.manager.predicted_boxes(frame.pts))
+            plan = self.planner.plan(frame.image, frame.pts, self.manager.expected_boxes(frame.pts))
         self.m_detections[plan.scope].inc()
         self.m_coverage.inc(plan.coverage)
         return plan

@@ -30,11 +30,11 @@ class RegionDetectionSettings(BaseModel):
         "moving (or that motion misses) waits to be found.",
     )
     track_margin: float = Field(
-        0.6,
+        0.4,
         ge=0,
         le=5,
-        description="How far around a track's predicted box to look, as a share of the box's width and height "
-        "on each side (room for the face to move between samples).",
+        description="How far around a track's last and predicted boxes to look, as a share of the box's width "
+        "and height on each side (room for the face to move and turn between samples).",
     )
     motion: bool = Field(True, description="Also look where the picture changed since the previous sample.")
     motion_threshold: int = Field(

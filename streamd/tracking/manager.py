@@ -126,10 +126,18 @@ class TrackManager:
             events.extend(self._finish(*pending, found))
             return events
 
-    def predicted_boxes(self, ts: float) -> list[tuple[float, float, float, float]]:
-        """Where each live track's face is expected at stream time ``ts`` (region detection looks there)."""
+    def expected_boxes(self, ts: float) -> list[tuple[float, float, float, float]]:
+        """Where region detection should look for the live tracks' faces at stream time ``ts``: per
+        track, the box where its face was last seen and, when it moves, where constant velocity puts
+        it (a face that stops is not where velocity says, one that keeps moving is not where it was)."""
         with self._lock:
-            return [track.predict(ts) for track in self.tracker.tracks]
+            out = []
+            for track in self.tracker.tracks:
+                out.append(track.box)
+                ahead = track.predict(ts)
+                if ahead != track.box:
+                    out.append(ahead)
+            return out
 
     def forget_labels(self, labels: Iterable[str]) -> None:
         """Drop ``labels`` (no longer enrolled) from every open track at the next sample; any thread."""
