@@ -14,7 +14,7 @@ def run(cache: Path, *extra: str):
     return CliRunner().invoke(
         cli,
         ["bench", "reload", "--sizes", "500,1.5k", "--types", "Flat,HNSW32", "--dim", "16", "--reloads", "2",
-         "--quiet-s", "0.1", "--cache-dir", str(cache), *extra],
+         "--quiet-s", "0.1", "--min-busy-s", "0", "--cache-dir", str(cache), *extra],
     )
 
 
@@ -39,3 +39,19 @@ def test_bench_reload_refuses_a_size_it_cannot_read(tmp_path: Path) -> None:
     result = run(tmp_path, "--sizes", "lots")
     assert result.exit_code == 2
     assert "'lots' is not a count like 1000, 1k or 1M" in result.output
+
+
+def test_bench_reload_keeps_reloading_for_min_busy_s_and_prints_the_stall(tmp_path: Path) -> None:
+    # when
+    result = CliRunner().invoke(
+        cli,
+        ["bench", "reload", "--sizes", "500", "--types", "Flat", "--dim", "16", "--reloads", "1", "--quiet-s", "0.1",
+         "--min-busy-s", "0.5", "--label-listener", "--cache-dir", str(tmp_path)],
+    )
+    # then: more reloads than asked for (each takes milliseconds), and the stall columns
+    assert result.exit_code == 0, result.output
+    header = next(line.split() for line in result.stdout.splitlines() if line.startswith("type "))
+    row = next(line.split() for line in result.stdout.splitlines() if line.startswith("Flat "))
+    assert header[5] == "n" and int(row[4]) > 1  # ("build s" is two words of the header)
+    assert "stall" in header and row[-4].startswith(("+", "-")) and row[-3].startswith(("+", "-")) and ">" in row[-2]
+    assert "label-change listener" in result.stdout

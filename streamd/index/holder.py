@@ -58,8 +58,12 @@ class IndexState:
     def label_count(self) -> int:
         if self.library is None:
             return 0
-        cached = getattr(self.library, "label_set", None)  # FeatureLibrary keeps its distinct labels
-        return len(cached if cached is not None else set(self.library.labels.values()))
+        # FeatureLibrary counts its distinct labels without decoding them: the swap (and its log
+        # line and metrics) must not spend GIL time on a million labels while cameras search.
+        counted = getattr(self.library, "distinct_labels", None)
+        if counted is not None:
+            return int(counted)
+        return len(set(self.library.labels.values()))
 
     def to_dict(self) -> dict:
         """JSON for /api/index and the retained ``<prefix>/index/state`` MQTT message."""

@@ -6,18 +6,42 @@ id map itself one ``  <id>: "<label>"`` line per vector, the label as a JSON str
 is also a valid YAML double-quoted scalar (characters YAML forbids raw are escaped), so PaddleX's
 YAML loader reads the same mapping. When reading, that exact shape is parsed with one
 ``json.loads``; any other file (PaddleX's own unquoted labels, hand edits) goes through PyYAML.
+
+``parse_index_info`` also validates the document (the keys PaddleX needs, known index and metric
+types, integer ids); every problem is an ``IndexInfoError`` naming the file.
+
+Run as a script (``python -I infofile.py --serve <socket fd>``), this module is the parse server
+of ``streamd.index.info_reader``: it receives open id map files over a Unix socket, parses them in
+its own process and answers with raw arrays (``encode_arrays``). The daemon parses large id maps
+that way: a million entries take seconds of Python work, which in the daemon's process would hold
+the GIL and stall the frame path. So this module imports only the standard library and PyYAML.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import pickle
 import re
-from collections.abc import Iterator
+import signal
+import socket
+import struct
+import sys
+from array import array
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import yaml
 
 ID_MAP_KEY = "id_map"
+INDEX_TYPES: tuple[str, ...] = ("Flat", "IVF", "HNSW32")
+METRIC_TYPES: tuple[str, ...] = ("IP", "L2")
+#: Keys the library itself reads and writes; any other top-level key is an "extra".
+OWN_KEYS = frozenset({"index_type", "metric_type", "feature_dim", "model_fingerprint", "created_at", "updated_at", ID_MAP_KEY})
+
+
+class IndexInfoError(ValueError):
+    """The id map file is not valid; the message names the file and the problem (one line)."""
 
 # Characters PyYAML's reader refuses raw (outside its printable set), plus NEL and the Unicode line and
 # paragraph separators, which YAML would fold: written as \uXXXX escapes instead.
@@ -30,7 +54,7 @@ def _quote(label: str) -> str:
     return _UNSAFE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
 
 
-def dump_index_info(header: dict[str, Any], id_map: dict[int, str]) -> str:
+def dump_index_info(header: dict[str, Any], id_map: Mapping[int, str]) -> str:
     """``header`` keys (PyYAML block style) followed by ``id_map`` with one quoted label per line."""
     dumper = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
     head = yaml.dump(header, Dumper=dumper, sort_keys=False, default_flow_style=False, allow_unicode=True)
@@ -90,3 +114,166 @@ def _line_slices(text: str, size: int) -> Iterator[str]:
         end = len(text) if end < 0 else end + 1
         yield text[start:end]
         start = end
+
+
+# ---------------------------------------------------------------------- validated parse
+
+
+def parse_index_info(path: str, data: bytes) -> dict[str, Any]:
+    """The validated document of an id_map.yaml read from ``path``, its ``id_map`` an int -> str dict."""
+    try:
+        info = load_index_info(data.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise IndexInfoError(f"{path}: not UTF-8 text") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise IndexInfoError(f"{path}: invalid YAML{where}: {getattr(exc, 'problem', None) or exc}") from None
+    if not isinstance(info, dict):
+        raise IndexInfoError(f"{path}: expected a mapping with index_type, metric_type and id_map, got {type(info).__name__}")
+    missing = [k for k in ("index_type", "metric_type", ID_MAP_KEY) if k not in info]
+    if missing:
+        raise IndexInfoError(f"{path}: missing key(s) {', '.join(missing)}")
+    if info["metric_type"] not in METRIC_TYPES:
+        raise IndexInfoError(
+            f"{path}: metric_type {info['metric_type']!r} is not supported (streamd reads {', '.join(METRIC_TYPES)})"
+        )
+    if info["index_type"] not in INDEX_TYPES:
+        raise IndexInfoError(f"{path}: index_type {info['index_type']!r} is not one of {', '.join(INDEX_TYPES)}")
+    raw = info[ID_MAP_KEY] if info[ID_MAP_KEY] is not None else {}
+    if not isinstance(raw, dict):
+        raise IndexInfoError(f"{path}: id_map must be a mapping of id: label, got {type(raw).__name__}")
+    id_map: dict[int, str] = {}
+    for key, label in raw.items():
+        try:
+            id_map[int(key)] = str(label)
+        except (TypeError, ValueError):
+            raise IndexInfoError(f"{path}: id_map key {key!r} is not an integer id") from None
+    info[ID_MAP_KEY] = id_map
+    return info
+
+
+# ---------------------------------------------------------------------- the parse server
+
+#: A request: the parse server's nice value, the length of the path shown in errors, then the path
+#: (UTF-8, surrogateescape); the file descriptor to parse travels with its first byte (SCM_RIGHTS).
+REQUEST = struct.Struct("<iI")
+#: First byte of an answer: the file parsed (then the arrays) or invalid (then a message).
+ANSWER_OK, ANSWER_INVALID = b"\x00", b"\x01"
+#: After ANSWER_OK: this magic, the section lengths (little-endian uint64 each), the sections.
+ARRAYS_MAGIC = b"streamd-idmap/1\n"
+#: The sections, in this order: ids (int64, ascending), label offsets (int64), label codes (int32,
+#: one per id), label text (UTF-8, surrogatepass), own header keys (pickle), other keys (pickle).
+SECTIONS = ("ids", "offsets", "codes", "blob", "header", "extra")
+SECTION_LENGTHS = struct.Struct("<" + "Q" * len(SECTIONS))
+MESSAGE_LENGTH = struct.Struct("<I")
+
+
+def encode_arrays(info: dict[str, Any]) -> list[bytes]:
+    """A parsed document as the pieces of an ANSWER_OK (see SECTIONS); labels used by no id are left out."""
+    pairs = sorted(info[ID_MAP_KEY].items())
+    code_of: dict[str, int] = {}
+    ids = array("q", (i for i, _ in pairs))
+    codes = array("i", (code_of.setdefault(label, len(code_of)) for _, label in pairs))
+    encoded = [name.encode("utf-8", "surrogatepass") for name in code_of]
+    offsets = array("q", [0])
+    total = 0
+    for piece in encoded:
+        total += len(piece)
+        offsets.append(total)
+    header = pickle.dumps({k: v for k, v in info.items() if k in OWN_KEYS and k != ID_MAP_KEY})
+    extra = pickle.dumps({k: v for k, v in info.items() if k not in OWN_KEYS})
+    sections = [ids.tobytes(), offsets.tobytes(), codes.tobytes(), b"".join(encoded), header, extra]
+    return [ANSWER_OK, ARRAYS_MAGIC, SECTION_LENGTHS.pack(*(len(s) for s in sections)), *sections]
+
+
+def _recv_exact(sock: socket.socket, n: int) -> bytes:
+    chunks = []
+    while n > 0:
+        chunk = sock.recv(n)
+        if not chunk:
+            raise EOFError
+        chunks.append(chunk)
+        n -= len(chunk)
+    return b"".join(chunks)
+
+
+def pread_all(fd: int) -> bytes:
+    """The whole file from its start, leaving the (shared) file offset alone."""
+    chunks, offset = [], 0
+    while chunk := os.pread(fd, 1 << 20, offset):
+        chunks.append(chunk)
+        offset += len(chunk)
+    return b"".join(chunks)
+
+
+def answer(sock: socket.socket) -> bool:
+    """Read one request from ``sock``, parse its file and send the answer; False at the end of requests."""
+    try:
+        head, fds, _flags, _addr = socket.recv_fds(sock, REQUEST.size, 1)
+    except ConnectionError:
+        return False
+    if not head:
+        return False
+    try:
+        head += _recv_exact(sock, REQUEST.size - len(head))
+        nice, length = REQUEST.unpack(head)
+        path = _recv_exact(sock, length).decode("utf-8", "surrogateescape")
+    except EOFError:
+        return False
+    if not fds:
+        raise RuntimeError("a request came without its file descriptor")
+    try:
+        os.setpriority(os.PRIO_PROCESS, 0, nice)  # the requesting thread's: a reload yields to cameras
+    except OSError:
+        pass  # lowering it again needs privileges: stay lower
+    try:
+        info = parse_index_info(path, pread_all(fds[0]))
+        pieces = encode_arrays(info)
+    except IndexInfoError as exc:
+        text = str(exc).encode("utf-8", "replace")
+        pieces = [ANSWER_INVALID, MESSAGE_LENGTH.pack(len(text)), text]
+    finally:
+        for fd in fds:
+            os.close(fd)
+    for piece in pieces:
+        sock.sendall(piece)
+    return True
+
+
+#: Resident size above which the parse server starts afresh after an answer.
+SERVER_MAX_RESIDENT = 96 << 20
+
+
+def _resident_bytes() -> int:
+    try:
+        with open("/proc/self/statm", "rb") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return SERVER_MAX_RESIDENT + 1  # unknown: start afresh to be safe
+
+
+def serve(fd: int) -> int:
+    """Answer requests on the socket ``fd`` until it closes (the daemon's process ended).
+
+    Parsing a million entries leaves hundreds of MB in this process's heap, which a long-lived
+    helper should not keep: after such an answer the server executes itself afresh.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # a terminal's Ctrl-C is for the parent; we end at EOF
+    sock = socket.socket(fileno=fd)
+    while True:
+        if not answer(sock):
+            return 0
+        if _resident_bytes() > SERVER_MAX_RESIDENT:
+            break
+    os.set_inheritable(fd, True)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execv(sys.executable, [sys.executable, "-I", os.path.abspath(__file__), "--serve", str(fd)])
+    return 0  # not reached
+
+
+if __name__ == "__main__":
+    if sys.argv[1:2] != ["--serve"] or len(sys.argv) != 3:
+        sys.exit(f"usage: {sys.argv[0]} --serve <socket fd>")
+    sys.exit(serve(int(sys.argv[2])))

@@ -41,6 +41,12 @@ call (Linux), the parent directory fsynced and the old generation deleted. The i
 stays a plain directory holding the two files, so PaddleX (and cp, tar, backups) use it as before.
 A reader opens the directory once and reads both files relative to that handle, so it sees one
 generation or the other, never a mix of the two, even if a save happens between its two reads.
+
+Loading holds the GIL only briefly at a time, so that the daemon can reload a large index in one
+thread while its cameras search the old one in others: the id map is parsed by a helper process
+for all but small files (streamd/index/info_reader.py) and kept in numpy arrays
+(streamd/index/labels.py), faiss reads ``vector.index`` by path, and the ids of the two files
+are compared with numpy.
 """
 
 from __future__ import annotations
@@ -50,7 +56,6 @@ import copy
 import ctypes
 import errno
 import fcntl
-import itertools
 import logging
 import math
 import os
@@ -65,10 +70,11 @@ from types import MappingProxyType
 from typing import Any, Literal, get_args
 
 import numpy as np
-import yaml
 
 from streamd.errors import FeatureLibraryError
-from streamd.index.infofile import dump_index_info, load_index_info
+from streamd.index.info_reader import IndexInfo, read_index_info
+from streamd.index.infofile import OWN_KEYS, dump_index_info
+from streamd.index.labels import LabelTable
 from streamd.types import Match
 
 log = logging.getLogger(__name__)
@@ -91,7 +97,7 @@ IVF_MAX_LISTS = 65536  # PaddleX's cap
 
 _REBUILD_HINT = "rebuild with `streamd gallery build`"
 #: YAML keys the library itself reads and writes; any other top-level key is an ``extra``.
-_OWN_KEYS = frozenset({"index_type", "metric_type", "feature_dim", "model_fingerprint", "created_at", "updated_at", "id_map"})
+_OWN_KEYS = OWN_KEYS
 
 
 class FeatureLibrary:
@@ -99,6 +105,10 @@ class FeatureLibrary:
 
     Not thread-safe for mutation: a reader that needs a new generation loads a new object and
     swaps the reference (searching one object from several threads is safe).
+
+    The labels are a ``LabelTable`` (numpy arrays, see streamd/index/labels.py): loading,
+    checking and freeing a million of them holds the GIL for well under a millisecond at a time,
+    so a reload in another thread does not stall the frame path. Changes replace the table.
     """
 
     def __init__(
@@ -114,10 +124,10 @@ class FeatureLibrary:
         extra: Mapping[str, Any] | None = None,
     ) -> None:
         self._index = index
-        self._extra: dict[str, Any] = copy.deepcopy(dict(extra or {}))
+        self._extra: dict[str, Any] | None = copy.deepcopy(dict(extra or {}))
+        self._extra_source: IndexInfo | None = None  # a loaded file's extra keys, parsed when first used
         self._fixed_nlist = ivf_nlist
-        self._labels: dict[int, str] = dict(labels)
-        self._label_set: frozenset[str] | None = None  # cache of label_set, dropped on every change
+        self._labels = LabelTable.from_mapping(labels)
         self._index_type = index_type
         self._metric_type = metric_type
         self._fingerprint = fingerprint
@@ -190,8 +200,8 @@ class FeatureLibrary:
 
     @property
     def labels(self) -> Mapping[int, str]:
-        """Read-only id -> label mapping."""
-        return MappingProxyType(self._labels)
+        """Read-only id -> label mapping (a LabelTable)."""
+        return self._labels
 
     @property
     def ivf_nlist(self) -> int | None:
@@ -205,36 +215,50 @@ class FeatureLibrary:
     @property
     def extra(self) -> Mapping[str, Any]:
         """Other top-level keys of the YAML file, kept through load and save (read-only view)."""
-        return MappingProxyType(self._extra)
+        return MappingProxyType(self._extras())
+
+    def _extras(self) -> dict[str, Any]:
+        # A loaded file's extra keys are unpickled on first use: the daemon's reload never needs them.
+        if self._extra is None:
+            self._extra = self._extra_source.extra if self._extra_source is not None else {}
+            self._extra_source = None
+        return self._extra
 
     def set_extra(self, key: str, value: Any) -> None:
         """Store ``value`` (plain YAML data) under the top-level YAML key ``key``; None deletes it."""
         if key in _OWN_KEYS:
             raise FeatureLibraryError(f"{key!r} is a key the library writes itself; choose another name")
         if value is None:
-            self._extra.pop(key, None)
+            self._extras().pop(key, None)
         else:
-            self._extra[key] = value
+            self._extras()[key] = value
 
     @property
     def label_set(self) -> frozenset[str]:
-        """The distinct labels (computed once per change, in slices: a million labels in one call
-        would hold the GIL for ~50 ms, a stall for the frame path when an index is swapped in)."""
-        if self._label_set is None:
-            seen: set[str] = set()
-            values = iter(self._labels.values())
-            while chunk := list(itertools.islice(values, 20_000)):
-                seen.update(chunk)
-            self._label_set = frozenset(seen)
-        return self._label_set
+        """The distinct labels (decoded once, in slices that let other threads run between them)."""
+        return self._labels.label_set
+
+    def share_label_set(self, other: object) -> bool:
+        """Reuse ``other``'s decoded label set when both libraries hold the same labels.
+
+        The reloader calls it with the library it replaces: a reload that enrolled no new
+        person then decodes no label, and the two generations' label sets are one object.
+        """
+        labels = getattr(other, "_labels", None)
+        return isinstance(labels, LabelTable) and self._labels.share_names(labels)
+
+    @property
+    def distinct_labels(self) -> int:
+        """How many distinct labels the library holds (without decoding them)."""
+        return self._labels.distinct
 
     def label_counts(self) -> Counter[str]:
         """Number of vectors per label."""
-        return Counter(self._labels.values())
+        return Counter(self._labels.counts())
 
     def ids_for_label(self, label: str) -> list[int]:
         """Ids of the vectors enrolled under ``label``, ascending."""
-        return sorted(i for i, name in self._labels.items() if name == label)
+        return self._labels.ids_for(label).tolist()
 
     def copy(self) -> FeatureLibrary:
         """An independent deep copy (change it while this one keeps serving searches)."""
@@ -248,7 +272,7 @@ class FeatureLibrary:
             fingerprint=self._fingerprint,
             created_at=self._created_at,
             ivf_nlist=self._fixed_nlist,
-            extra=self._extra,
+            extra=self._extras(),
         )
 
     def rebuilt_without(self, ids: Iterable[int]) -> FeatureLibrary:
@@ -266,7 +290,7 @@ class FeatureLibrary:
         new._index.reset()  # an IndexIDMap2 reset empties the id map and the inner index (IVF stays trained)
         if keep.any():
             new._index.add_with_ids(np.ascontiguousarray(vectors[keep]), np.ascontiguousarray(all_ids[keep]))
-        new._labels = {int(i): self._labels[int(i)] for i in all_ids[keep]}
+        new._labels = self._labels.without(drop)
         return new
 
     # ------------------------------------------------------------------ changes
@@ -290,13 +314,12 @@ class FeatureLibrary:
             self._index = _new_index(self.dim, "IVF", self._metric_type, nlist=nlist)
             self._index.train(x)
             _set_search_params(self._index, "IVF")
-        start = max(self._labels) + 1 if self._labels else 0
+        highest = self._labels.max_id()
+        start = highest + 1 if highest is not None else 0
         ids = np.arange(start, start + len(x), dtype=np.int64)
         self._index.add_with_ids(x, ids)
-        new_ids = [int(i) for i in ids]
-        self._labels.update(zip(new_ids, labels))
-        self._label_set = None
-        return new_ids
+        self._labels = self._labels.with_added(ids, labels)
+        return ids.tolist()
 
     def remove(self, ids: Iterable[int]) -> int:
         """Remove the vectors with these ids; ids not in the library are ignored. Returns how many went."""
@@ -305,8 +328,9 @@ class FeatureLibrary:
                 "HNSW32 indexes do not support remove (as in PaddleX): rebuild the index without those "
                 "images, or build it with --index-type Flat or IVF"
             )
-        present = sorted({int(i) for i in ids} & self._labels.keys())
-        if not present:
+        wanted = np.unique(np.fromiter((int(i) for i in ids), dtype=np.int64))
+        present = wanted[self._labels.contains(wanted)]
+        if not len(present):
             return 0
         if self._index_type == "IVF":
             # IndexIDMap2.remove_ids compacts its id map as if the inner index renumbered its
@@ -317,10 +341,8 @@ class FeatureLibrary:
             self._index = rebuilt._index
             removed = before - self.ntotal
         else:
-            removed = int(self._index.remove_ids(np.asarray(present, dtype=np.int64)))
-        for i in present:
-            del self._labels[i]
-        self._label_set = None
+            removed = int(self._index.remove_ids(present))
+        self._labels = self._labels.without(present)
         if removed != len(present):  # would mean the two halves had diverged: never save that
             raise FeatureLibraryError(f"faiss removed {removed} vectors but {len(present)} ids were asked for")
         return removed
@@ -343,11 +365,12 @@ class FeatureLibrary:
             distances = 1.0 - distances / 2.0
         out: list[list[Match]] = []
         for row_scores, row_ids in zip(distances, ids):
+            found = row_ids >= 0
+            labels = self._labels.lookup(row_ids[found])
             out.append(
                 [
-                    Match(id=int(i), label=self._labels[int(i)], score=float(s))
-                    for s, i in zip(row_scores, row_ids)
-                    if i >= 0
+                    Match(id=int(i), label=label, score=float(s))
+                    for s, i, label in zip(row_scores[found].tolist(), row_ids[found].tolist(), labels)
                 ]
             )
         return out
@@ -369,9 +392,9 @@ class FeatureLibrary:
     def index_info(self) -> dict[str, Any]:
         """The YAML document: PaddleX's three keys first, streamd's extra keys, then the id map."""
         header, id_map = self._info_parts()
-        return {**header, "id_map": id_map}
+        return {**header, "id_map": dict(id_map.items())}
 
-    def _info_parts(self) -> tuple[dict[str, Any], dict[int, str]]:
+    def _info_parts(self) -> tuple[dict[str, Any], Mapping[int, str]]:
         header = {
             "index_type": self._index_type,
             "metric_type": self._metric_type,
@@ -379,9 +402,9 @@ class FeatureLibrary:
             "model_fingerprint": self._fingerprint,
             "created_at": self._created_at or _now(),
             "updated_at": _now(),
-            **self._extra,
+            **self._extras(),
         }
-        return header, {int(k): str(v) for k, v in sorted(self._labels.items())}
+        return header, self._labels  # a LabelTable iterates in id order
 
     def save(self, index_dir: Path | str) -> Path:
         """Write the library to ``index_dir`` atomically (see the module doc); returns the directory."""
@@ -405,7 +428,7 @@ class FeatureLibrary:
     def __repr__(self) -> str:
         return (
             f"FeatureLibrary({self._index_type}/{self._metric_type}, dim={self.dim}, ntotal={self.ntotal}, "
-            f"labels={len(self.label_set)}, fingerprint={self._fingerprint!r})"
+            f"labels={self.distinct_labels}, fingerprint={self._fingerprint!r})"
         )
 
 
@@ -688,13 +711,8 @@ def _load_from_dir_fd(index_dir: Path, dir_fd: int) -> FeatureLibrary:
                 f"{index_dir / VECTOR_FILE}: file missing; a feature library needs {VECTOR_FILE} and "
                 f"{ID_MAP_FILE}; {_REBUILD_HINT}"
             )
-        with os.fdopen(info_fd, "rb") as f:
-            info_fd = None
-            info_bytes = f.read()
-        info = _parse_index_info(index_dir / info_name, info_bytes)
-        with os.fdopen(vector_fd, "rb") as f:
-            vector_fd = None
-            index = _read_faiss(index_dir / VECTOR_FILE, f)
+        info = read_index_info(index_dir / info_name, info_fd)
+        index = _read_faiss(index_dir / VECTOR_FILE, vector_fd)
     finally:
         for fd in (info_fd, vector_fd):
             if fd is not None:
@@ -702,44 +720,22 @@ def _load_from_dir_fd(index_dir: Path, dir_fd: int) -> FeatureLibrary:
     return _assemble(index_dir, info_name, info, index)
 
 
-def _parse_index_info(path: Path, data: bytes) -> dict[str, Any]:
-    try:
-        info = load_index_info(data.decode("utf-8"))
-    except UnicodeDecodeError:
-        raise FeatureLibraryError(f"{path}: not UTF-8 text") from None
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark else ""
-        raise FeatureLibraryError(f"{path}: invalid YAML{where}: {getattr(exc, 'problem', None) or exc}") from None
-    if not isinstance(info, dict):
-        raise FeatureLibraryError(f"{path}: expected a mapping with index_type, metric_type and id_map, got {type(info).__name__}")
-    missing = [k for k in ("index_type", "metric_type", "id_map") if k not in info]
-    if missing:
-        raise FeatureLibraryError(f"{path}: missing key(s) {', '.join(missing)}")
-    if info["metric_type"] not in METRIC_TYPES:
-        raise FeatureLibraryError(
-            f"{path}: metric_type {info['metric_type']!r} is not supported (streamd reads {', '.join(METRIC_TYPES)})"
-        )
-    if info["index_type"] not in INDEX_TYPES:
-        raise FeatureLibraryError(f"{path}: index_type {info['index_type']!r} is not one of {', '.join(INDEX_TYPES)}")
-    raw = info["id_map"] if info["id_map"] is not None else {}
-    if not isinstance(raw, dict):
-        raise FeatureLibraryError(f"{path}: id_map must be a mapping of id: label, got {type(raw).__name__}")
-    id_map: dict[int, str] = {}
-    for key, label in raw.items():
-        try:
-            id_map[int(key)] = str(label)
-        except (TypeError, ValueError):
-            raise FeatureLibraryError(f"{path}: id_map key {key!r} is not an integer id") from None
-    info["id_map"] = id_map
-    return info
+def _read_faiss(path: Path, fd: int) -> Any:
+    """The faiss index in the file open at ``fd``.
 
-
-def _read_faiss(path: Path, f: Any) -> Any:
+    Read through ``/proc/self/fd/<fd>`` (the very file opened, even if a save has replaced or
+    deleted it since): faiss then reads it in C++ without the GIL. A Python read callback would
+    take the GIL for every chunk of a file of hundreds of MB and stall the frame path.
+    """
     import faiss
 
+    proc_path = f"/proc/self/fd/{fd}"
     try:
-        index = faiss.read_index(faiss.PyCallbackIOReader(f.read))
+        if os.path.exists(proc_path):
+            index = faiss.read_index(proc_path)
+        else:  # no /proc: read through Python (holds the GIL between chunks)
+            with os.fdopen(os.dup(fd), "rb") as f:
+                index = faiss.read_index(faiss.PyCallbackIOReader(f.read))
     except RuntimeError as exc:
         log.debug("faiss could not read %s: %s", path, exc)
         raise FeatureLibraryError(f"{path}: truncated or not a faiss index; {_REBUILD_HINT}") from None
@@ -750,65 +746,66 @@ def _read_faiss(path: Path, f: Any) -> Any:
     return index
 
 
-def _assemble(index_dir: Path, info_name: str, info: dict[str, Any], index: Any) -> FeatureLibrary:
+def _assemble(index_dir: Path, info_name: str, info: IndexInfo, index: Any) -> FeatureLibrary:
     import faiss
 
-    id_map: dict[int, str] = info["id_map"]
-    if index.ntotal != len(id_map):
+    header, labels = info.header, info.labels
+    if index.ntotal != len(labels):
         raise FeatureLibraryError(
-            f"{index_dir}: {VECTOR_FILE} holds {index.ntotal} vectors but {info_name} lists {len(id_map)} ids: "
+            f"{index_dir}: {VECTOR_FILE} holds {index.ntotal} vectors but {info_name} lists {len(labels)} ids: "
             f"the two files disagree; restore both together or {_REBUILD_HINT}"
         )
     ids = faiss.vector_to_array(index.id_map)
-    if len(ids) and not _same_ids(ids, id_map):
-        stray = sorted(set(ids.tolist()) ^ id_map.keys())[0]
-        where = VECTOR_FILE if stray in set(ids.tolist()) else info_name
+    stray = _stray_id(ids, labels.ids)
+    if stray is not None:
+        where = VECTOR_FILE if bool((ids == stray).any()) else info_name
         raise FeatureLibraryError(
             f"{index_dir}: id {stray} is in {where} only: {VECTOR_FILE} and {info_name} disagree; "
             f"restore both together or {_REBUILD_HINT}"
         )
-    if index.metric_type != _faiss_metric(info["metric_type"]):
+    if index.metric_type != _faiss_metric(header["metric_type"]):
         actual = "IP" if index.metric_type == faiss.METRIC_INNER_PRODUCT else "L2"
         raise FeatureLibraryError(
-            f"{index_dir}: {info_name} says metric_type {info['metric_type']} but {VECTOR_FILE} uses {actual}"
+            f"{index_dir}: {info_name} says metric_type {header['metric_type']} but {VECTOR_FILE} uses {actual}"
         )
     inner = _inner_type(index)
-    if inner != info["index_type"]:
+    if inner != header["index_type"]:
         raise FeatureLibraryError(
-            f"{index_dir}: {info_name} says index_type {info['index_type']} but {VECTOR_FILE} is "
+            f"{index_dir}: {info_name} says index_type {header['index_type']} but {VECTOR_FILE} is "
             f"{inner or type(faiss.downcast_index(index.index)).__name__}"
         )
-    declared_dim = info.get("feature_dim")
+    declared_dim = header.get("feature_dim")
     if declared_dim is not None and int(declared_dim) != index.d:
         raise FeatureLibraryError(
             f"{index_dir}: {info_name} says feature_dim {declared_dim} but {VECTOR_FILE} holds {index.d}-d vectors"
         )
-    created = info.get("created_at")
+    created = header.get("created_at")
     lib = FeatureLibrary(
         index,
-        {},
-        index_type=info["index_type"],
-        metric_type=info["metric_type"],
-        fingerprint=str(info.get("model_fingerprint") or ""),
+        labels,
+        index_type=header["index_type"],
+        metric_type=header["metric_type"],
+        fingerprint=str(header.get("model_fingerprint") or ""),
         created_at=str(created) if created is not None else None,
-        extra={k: v for k, v in info.items() if k not in _OWN_KEYS},
     )
-    lib._labels = id_map  # ours alone: copying a million entries would hold the GIL for ~0.1 s
+    lib._extra, lib._extra_source = None, info
     return lib
 
 
-def _same_ids(ids: np.ndarray, id_map: Mapping[int, str]) -> bool:
-    """Whether the vector file's ids are id_map's keys (both have the same length).
+def _stray_id(ids: np.ndarray, table_ids: np.ndarray) -> int | None:
+    """The smallest id in only one of the vector file's ``ids`` and the id map's sorted ``table_ids``
+    (same length), None when they hold the same ids.
 
-    Checked in slices: one set of a million ids holds the GIL for ~50 ms, a stall for the frame
-    path while the daemon reloads (numpy sorts without holding it).
+    numpy sorts and compares without holding the GIL (sets of a million ids would hold it for
+    ~50 ms, a stall for the frame path while the daemon reloads).
     """
-    ordered = np.sort(ids)  # np.unique would hold the GIL for ~0.5 s at a million ids
-    if len(ordered) > 1 and bool((ordered[1:] == ordered[:-1]).any()):
-        return False
-    keys = id_map.keys()
-    step = 20_000
-    return all(keys >= set(ids[start : start + step].tolist()) for start in range(0, len(ids), step))
+    ordered = np.sort(ids)
+    if np.array_equal(ordered, table_ids):
+        return None
+    # Repeated ids in the vector file: then the id map (no repeats, same length) has one it lacks.
+    only_here = np.setdiff1d(ordered, table_ids, assume_unique=False)
+    only_there = np.setdiff1d(table_ids, ordered, assume_unique=False)
+    return int(np.concatenate([only_here, only_there]).min())
 
 
 def _check_expected(

@@ -280,6 +280,9 @@ class IndexReloader:
             log.debug("index: %s changed while loading; loading again after %.2f s", self.index_dir, self.debounce_s)
             return self._outcome("retry", seconds=time.perf_counter() - started)
         previous = self.holder.get()
+        share = getattr(library, "share_label_set", None)
+        if share is not None:
+            share(previous)  # same people as before: label-change listeners compare one set with itself
         state = self.holder.swap(library, source=source or str(self.index_dir))
         del library
         self._served, self._refused, self._suspect = before, _NOTHING, None
@@ -378,9 +381,10 @@ class IndexReloader:
 def _release(library: object, timeout_s: float = 2.0) -> None:
     """Drop the previous library in this thread once no reader holds it any more.
 
-    Freeing a library of a million labels holds the GIL for ~40 ms; if a camera thread that was
-    still searching it dropped the last reference, that thread would pay it. Readers hold a
-    library for one batch (milliseconds), so this waits briefly, then frees it here.
+    Freeing a library takes milliseconds (its labels are a few numpy arrays, and faiss frees its
+    index without the GIL); if a camera thread that was still searching it dropped the last
+    reference, that thread would pay them. Readers hold a library for one batch (milliseconds),
+    so this waits briefly, then frees it here.
     """
     if library is None:
         return
