@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -145,3 +146,24 @@ def test_without_a_server_the_file_is_parsed_in_process(
     # then
     assert info.labels == LABELS
     assert "parse server failed" in caplog.text and "parsing in this process" in caplog.text
+
+
+def test_a_request_from_a_lowered_thread_is_parsed_at_idle_priority(tmp_path: Path, server: _ParseServer) -> None:
+    # given: a thread lowered as the daemon's reload thread is
+    path = write(tmp_path / "id_map.yaml", dump_index_info(HEADER, {0: "ann"}))
+    result: list[IndexInfo] = []
+
+    def reload_thread() -> None:
+        tid = threading.get_native_id()
+        os.setpriority(os.PRIO_PROCESS, tid, os.getpriority(os.PRIO_PROCESS, tid) + 10)
+        result.append(parse(server, path))
+
+    # when
+    thread = threading.Thread(target=reload_thread)
+    thread.start()
+    thread.join()
+    # then: the server parsed it, and now yields the CPU to everything else
+    assert result[0].labels == {0: "ann"}
+    assert server._process is not None
+    assert os.sched_getscheduler(server._process.pid) == os.SCHED_IDLE
+    assert os.getpriority(os.PRIO_PROCESS, server._process.pid) >= 10

@@ -14,8 +14,9 @@ receives straight into numpy arrays (socket reads release the GIL).
 Why a kept server, not a child per load: starting a process holds the GIL of the starting thread
 until the child has executed Python (vfork), and a child at the reload thread's low priority may
 wait long for a CPU while cameras are busy; the frame path would wait with it. The server takes
-the requesting thread's nice value for each parse, and re-executes itself after each answer so it
-does not keep the memory a large parse used.
+the requesting thread's nice value for each parse (and SCHED_IDLE for a lowered thread's, see
+``infofile._take_priority``), and re-executes itself after an answer that left it large, so it
+does not keep the memory a big parse used.
 
 Small files are parsed here: a few thousand entries hold the GIL for about a millisecond. If the
 server cannot run (no usable ``sys.executable``, killed), the file is parsed here after all,

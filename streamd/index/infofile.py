@@ -207,6 +207,29 @@ def pread_all(fd: int) -> bytes:
     return b"".join(chunks)
 
 
+def _take_priority(nice: int) -> None:
+    """Run at the requesting thread's priority.
+
+    A request from a lowered thread (the daemon's reload thread) is background work: the server
+    then also switches to SCHED_IDLE, so that the kernel preempts it at once for any other task
+    and places a waking camera thread on its CPU; at nice 10 alone a frame thread still waited
+    a few ms for a CPU now and then while the server parsed. (SCHED_IDLE work still progresses,
+    slowly, on a fully busy box.) An unprivileged server cannot raise its priority again: a later
+    foreground request is then served at the lower one.
+    """
+    try:
+        os.setpriority(os.PRIO_PROCESS, 0, nice)
+    except OSError:
+        pass
+    try:
+        if nice > 0:
+            os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+        elif os.sched_getscheduler(0) == os.SCHED_IDLE:
+            os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))
+    except (AttributeError, OSError):
+        pass  # not Linux, or not permitted: the nice value alone
+
+
 def answer(sock: socket.socket) -> bool:
     """Read one request from ``sock``, parse its file and send the answer; False at the end of requests."""
     try:
@@ -223,10 +246,7 @@ def answer(sock: socket.socket) -> bool:
         return False
     if not fds:
         raise RuntimeError("a request came without its file descriptor")
-    try:
-        os.setpriority(os.PRIO_PROCESS, 0, nice)  # the requesting thread's: a reload yields to cameras
-    except OSError:
-        pass  # lowering it again needs privileges: stay lower
+    _take_priority(nice)
     try:
         info = parse_index_info(path, pread_all(fds[0]))
         pieces = encode_arrays(info)
