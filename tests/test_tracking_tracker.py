@@ -200,6 +200,33 @@ def test_a_different_person_near_a_lost_track_starts_a_new_track():
     assert [tr.track_id for tr in t.tracks] == [1, None]
 
 
+def test_someone_else_stepping_into_a_lost_tracks_place_starts_a_new_track():
+    # given a confirmed track of person 3 at x=100, then a sample where nobody is seen (person 3 left)
+    t = tracker(max_lost_s=2.0)
+    for k in range(2):
+        step(t, k * DT, [face(100)], {0: unit(3)})
+    step(t, 2 * DT, [])
+    # when a face appears where person 3 was: its box alone would continue track 1
+    association, _ = step(t, 3 * DT, [face(100)], {0: unit(4)})
+    # then the tracker asks for its features (a missed sample breaks box-only continuation) ...
+    assert [(r.face_index, r.reason) for r in association.requests] == [(0, "reid")]
+    # ... and, as they are another person's, starts a new track: track 1 stays lost
+    assert [tr.track_id for tr in t.tracks] == [1, None]
+
+
+def test_the_same_person_back_in_a_lost_tracks_place_continues_it():
+    t = tracker(max_lost_s=2.0)
+    for k in range(2):
+        step(t, k * DT, [face(100)], {0: unit(3)})
+    step(t, 2 * DT, [])
+    _, updates = step(t, 3 * DT, [face(100)], {0: unit(3)})
+    assert ids(updates) == [1]
+    # and without features (the face failed the quality gate) boxes still decide
+    step(t, 4 * DT, [])
+    _, updates = step(t, 5 * DT, [face(100)])
+    assert ids(updates) == [1]
+
+
 def test_without_features_a_distant_face_is_a_new_track():
     # given a confirmed track
     t = tracker(max_distance=3.0)

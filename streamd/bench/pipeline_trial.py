@@ -412,6 +412,7 @@ def run_throughput(spec: TrialSpec) -> TrialReport:
         runner_factory(settings), holder, tracking=settings.tracking,
         rec_threshold=resolve_threshold(None, probe), topk=5, gate=QualityGate(settings.engine.quality),
         workers=settings.pipeline.worker_count(), batch_frames=spec.batch_frames, snapshots=None,
+        region_detection=settings.pipeline.region_detection if spec.region_detection else None,
     )
     queues = []
     for i, frames in enumerate(images):

@@ -12,8 +12,8 @@ which runs its detector only on motion regions, each camera plans its detection 
   velocity) grown by ``track_margin`` of their size on every side (the face moves and turns
   between samples), and the bounding boxes of **motion**
   between this sample and the previous one (grey-level difference on a small copy of the frame,
-  as Frigate's motion detector does) that are not mostly inside a track's region already, grown
-  by ``motion_margin`` pixels; overlapping regions merge;
+  as Frigate's motion detector does) that do not touch a track's region (that is the tracked
+  person moving), grown by ``motion_margin`` pixels; overlapping regions merge;
 * **nowhere** when nothing moved and no track is alive: the sample costs only the motion check.
 
 The regions are detected at the whole frame's scale (:mod:`streamd.faces.regions`), so a face is
@@ -110,8 +110,10 @@ class RegionPlanner:
             return self._full(pts)
         height, width = image.shape[:2]
         rects = [_grow(box, s.track_margin, width, height) for box in track_boxes]
-        # Motion of a tracked face is its track's region already; only motion elsewhere adds one.
-        rects += [_pad(r, s.motion_margin, width, height) for r in moved if not _mostly_inside(r, rects)]
+        # A moving blob that touches a track's region is that person moving (hair, chin, shoulders
+        # around the face box): the track's region covers the face. Only motion away from every
+        # track adds a region; a newcomer right beside a tracked face waits for the full pass.
+        rects += [_pad(r, s.motion_margin, width, height) for r in moved if not any(_overlap(r, t) for t in rects)]
         if not rects:
             return DetectionPlan("none", (), 0.0)
         merged = merge_rects(rects)
@@ -163,17 +165,6 @@ def merge_rects(rects: Iterable[Rect]) -> list[Rect]:
                 out.append(r)
         current = out
     return sorted(current)
-
-
-def _mostly_inside(rect: Rect, regions: Sequence[Rect], share: float = 0.5) -> bool:
-    """Whether at least ``share`` of ``rect``'s area lies inside one of ``regions``."""
-    area = (rect[2] - rect[0]) * (rect[3] - rect[1])
-    for r in regions:
-        w = min(rect[2], r[2]) - max(rect[0], r[0])
-        h = min(rect[3], r[3]) - max(rect[1], r[1])
-        if w > 0 and h > 0 and w * h >= share * area:
-            return True
-    return False
 
 
 def _overlap(a: Rect, b: Rect) -> bool:

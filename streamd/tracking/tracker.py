@@ -6,7 +6,9 @@ so that a face is only embedded when it helps:
 1. :meth:`FaceTracker.associate` takes the frame time, the decoded frames the sampler skipped and
    the faces (with the caller's quality figures). It predicts every track's box (constant velocity
    of the box centre, scaled by the time gap), and links faces to tracks by IoU. A face that
-   overlaps exactly one track, which overlaps no other face, continues that track on boxes alone.
+   overlaps exactly one track, which overlaps no other face and was seen in the previous sample,
+   continues that track on boxes alone (after a missed sample its features must agree: someone
+   else may have stepped into the place of a person who left).
    Faces in overlapping groups, faces near a track they no longer overlap, and new faces are
    *pending*: their features decide. The returned :class:`Association` lists the faces to embed
    (:class:`EmbedRequest`): pending faces, new faces, and faces of tracks whose re-embed policy
@@ -124,6 +126,8 @@ class _Group:
     faces: tuple[int, ...]
     iou: np.ndarray
     near: np.ndarray
+    #: One face on one track that missed the previous sample: features must confirm it is the same person.
+    reacquired: bool = False
 
 
 @dataclass(frozen=True)
@@ -226,11 +230,12 @@ class FaceTracker:
         given = {int(i): _normalised(v) for i, v in (vectors or {}).items()}
         self._frame_no += max(0, int(skipped)) + 1
 
+        previous = self._last_ts
         ended = self._expire(ts)
         self._last_ts = ts
         ignored = frozenset(i for i, f in enumerate(faces) if self.regions.masked(f.box))
         live = [i for i in range(len(faces)) if i not in ignored]
-        matched, groups, new = self._link(ts, faces, live)
+        matched, groups, new = self._link(ts, faces, live, previous)
 
         weights = [face_weight(box_size(f.box), q, self.settings.full_weight_face_px) for f, q in zip(faces, quality_t)]
         requests: list[EmbedRequest] = []
@@ -242,7 +247,7 @@ class FaceTracker:
         for i, track in matched.items():
             want(i, track.track_id, embed_reason(track, weights[i], self.settings))
         for g in groups:
-            reason = "ambiguous" if bool((g.iou >= self.settings.min_iou).any()) else "reid"
+            reason = "ambiguous" if bool((g.iou >= self.settings.min_iou).any()) and not g.reacquired else "reid"
             for i in g.faces:
                 want(i, None, reason)
         for i in new:
@@ -283,7 +288,7 @@ class FaceTracker:
         return [t for t in gone if t.confirmed]
 
     def _link(
-        self, ts: float, faces: tuple[Face, ...], live: list[int]
+        self, ts: float, faces: tuple[Face, ...], live: list[int], previous: float | None = None
     ) -> tuple[dict[int, Track], list[_Group], list[int]]:
         tracks = self._tracks
         if not tracks or not live:
@@ -310,15 +315,21 @@ class FaceTracker:
         for t_idx, f_idx in _components(edges | near):
             if not t_idx:
                 new.extend(live[j] for j in f_idx)
-            elif len(t_idx) == 1 and len(f_idx) == 1 and edges[t_idx[0], f_idx[0]]:
+            elif len(t_idx) == 1 and len(f_idx) == 1 and edges[t_idx[0], f_idx[0]] and (
+                previous is None or tracks[t_idx[0]].last_ts >= previous
+            ):
                 matched[live[f_idx[0]]] = tracks[t_idx[0]]
             elif f_idx:
+                # Boxes alone carry a track from one sample to the next. A track that missed a
+                # sample may have left, and someone else stepped into its place (a door, a lane):
+                # its face must agree with the track's features before it continues it.
                 groups.append(
                     _Group(
                         tracks=tuple(tracks[k] for k in t_idx),
                         faces=tuple(live[j] for j in f_idx),
                         iou=iou[np.ix_(t_idx, f_idx)],
                         near=near[np.ix_(t_idx, f_idx)],
+                        reacquired=len(t_idx) == 1 and len(f_idx) == 1,
                     )
                 )
         return matched, groups, sorted(new)
