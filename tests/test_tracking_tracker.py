@@ -335,9 +335,9 @@ def test_faces_that_failed_the_quality_gate_are_tracked_but_never_requested():
     ("identified", "uncertain_embeds", "since", "weight", "best", "expected"),
     [
         (False, 0, 0, 0.5, 0.0, "uncertain"),
-        (False, 14, 0, 0.5, 0.9, "uncertain"),
-        (False, 15, 0, 0.5, 0.9, None),
-        (False, 15, 9, 0.5, 0.9, "recheck"),
+        (False, 7, 0, 0.5, 0.9, "uncertain"),
+        (False, 8, 0, 0.5, 0.9, None),
+        (False, 8, 9, 0.5, 0.9, "recheck"),
         (True, 0, 0, 0.5, 0.5, None),
         (True, 0, 8, 0.5, 0.5, None),
         (True, 0, 9, 0.1, 0.5, "recheck"),
@@ -348,7 +348,7 @@ def test_faces_that_failed_the_quality_gate_are_tracked_but_never_requested():
     ],
 )
 def test_embed_reason_table(identified, uncertain_embeds, since, weight, best, expected):
-    # given a track in some embedding state (defaults: K=10, budget=15, ratio=1.3)
+    # given a track in some embedding state (defaults: K=10, budget=8, ratio=1.3)
     track = Track("uid", (0, 0, 100, 100), 0.0, 0)
     track.decision = known("alex") if identified else None
     track.uncertain_embeds, track.samples_since_embed, track.best_embed_weight = uncertain_embeds, since, best
