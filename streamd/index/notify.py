@@ -121,7 +121,9 @@ def on_label_change(holder: IndexHolder, callback: Callable[[LabelChange], None]
         now = labels_of(state)
         with lock:
             before, previous[0] = previous[0], now
-        if now != before:
+        # The reloader hands an unchanged label set over as the same object: no comparison of
+        # (at a million vectors) 200k labels, which would hold the GIL for a millisecond or two.
+        if now is not before and now != before:
             callback(LabelChange(state.generation, now, now - before, before - now))
 
     return holder.add_listener(listener)
