@@ -23,11 +23,12 @@ class RegionDetectionSettings(BaseModel):
         "at the frame's scale (SCRFD, Paddle) always detect the whole frame.",
     )
     full_frame_interval_s: float = Field(
-        1.0,
+        2.0,
         gt=0,
         le=60,
         description="Stream seconds between full-frame passes: the longest a face that appears without "
-        "moving (or that motion misses) waits to be found.",
+        "moving (or that motion misses, e.g. beside a tracked person) waits to be found. Frigate has no such "
+        "pass at all; 1 s costs 5 % more recognition CPU than 2 s on the benchmark's scenes.",
     )
     track_margin: float = Field(
         0.4,
