@@ -159,6 +159,7 @@ def iou(a, b) -> float:
 
 
 def check_regions_find_the_full_frames_faces(detector, frame: np.ndarray, *, min_iou: float = 0.85) -> None:
+    """Regions around the full frame's faces find the same faces (boxes and landmarks)."""
     full = detector.detect(frame)
     assert len(full) == 3
     around = [(int(f.box[0]) - 80, int(f.box[1]) - 80, int(f.box[2]) + 80, int(f.box[3]) + 80) for f in full]
@@ -184,16 +185,14 @@ def test_yunet_finds_the_same_faces_in_regions_as_in_the_full_frame(models_dir: 
     check_regions_find_the_full_frames_faces(detector, face_frame(faces_dir))
 
 
-def test_dlib_finds_the_same_faces_in_regions_as_in_the_full_frame(faces_dir: Path):
+def test_dlib_always_detects_the_whole_frame():
+    # HOG scans an 80-pixel window over a pyramid: in crops around moving faces it missed a face in a
+    # quarter of the samples of the benchmark's clips (turned heads found only with more context), so
+    # dlib is not offered region detection.
     pytest.importorskip("dlib", reason="the dlib extra is not installed")
     from streamd.faces.dlib_engine import DlibDetector
 
-    detector = DlibDetector(max_side=960)
-    assert detector.detection_scale((720, 1280, 3)) == 0.75
-    assert detector.detection_scale((480, 640, 3)) == 1.0
-    # HOG's boxes snap to its image pyramid's levels, which fall differently in a crop; the
-    # landmarks (what alignment and the embedding use) agree as closely as YuNet's.
-    check_regions_find_the_full_frames_faces(detector, face_frame(faces_dir), min_iou=0.6)
+    assert not supports_regions(DlibDetector(max_side=960))
 
 
 def test_a_detector_without_region_support_gets_the_whole_frame():

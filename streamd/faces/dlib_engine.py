@@ -153,27 +153,17 @@ class DlibDetector:
         rects, scores, _ = self._hog.run(rgb, upsample, self.det_threshold)
         return list(zip(rects, (float(s) for s in scores)))
 
-    def detection_scale(self, shape: Sequence[int]) -> float:
-        """The factor a frame of ``shape`` is shrunk by before detection (``max_side``; 1 when it fits)."""
-        longer = max(int(shape[0]), int(shape[1]))
-        return self.max_side / longer if self.max_side and longer > self.max_side else 1.0
-
-    def detect(self, image: np.ndarray, *, scale: float | None = None) -> list[Face]:
-        """Faces in a BGR uint8 image, with landmarks in ArcFace order.
-
-        ``scale``: shrink by this factor instead of to ``max_side`` (a crop of a frame is detected
-        at the frame's scale, see :mod:`streamd.faces.regions`); crops get no upsample retry.
-        """
+    def detect(self, image: np.ndarray) -> list[Face]:
+        """Faces in a BGR uint8 image, with landmarks in ArcFace order."""
         rgb = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
         h, w = rgb.shape[:2]
-        retry = scale is None
-        scale = self.detection_scale(rgb.shape) if scale is None else float(scale)
+        scale = 1.0
         small = rgb
-        if abs(scale - 1.0) > 1e-6:
-            interp = cv2.INTER_AREA if scale < 1.0 else cv2.INTER_LINEAR
-            small = cv2.resize(rgb, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=interp)
+        if self.max_side and max(h, w) > self.max_side:
+            scale = self.max_side / max(h, w)
+            small = cv2.resize(rgb, (round(w * scale), round(h * scale)), interpolation=cv2.INTER_AREA)
         found = self._find(small, self.upsample)
-        if retry and not found and max(small.shape[:2]) < self.retry_upsample_below and self.upsample < 3:
+        if not found and max(small.shape[:2]) < self.retry_upsample_below and self.upsample < 3:
             found = self._find(small, self.upsample + 1)
         faces = []
         for rect, score in found:

@@ -6,7 +6,7 @@ Detecting a crop costs in proportion to its area (YuNet: 13.5 ms for a 640x360 i
 160x160), so a frame with three faces on a still background costs a third of a full pass.
 
 What makes a region's faces the same as the full frame's is the *scale*: detectors shrink a
-frame to their input size (YuNet to a longer side of ``input_size``, dlib to ``max_side``), and a
+frame to their input size (YuNet to a longer side of ``input_size``), and a
 crop must be shrunk by the same factor, not fitted to the input size on its own. Detectors that
 can do that say so by having ``detection_scale(shape)`` (the factor they would use for a frame
 of that shape) and accepting ``detect(image, scale=...)``; others always get the full frame.

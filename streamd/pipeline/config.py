@@ -19,8 +19,8 @@ class RegionDetectionSettings(BaseModel):
     enabled: bool = Field(
         True,
         description="Detect in regions around live tracks and motion, with a full-frame pass every "
-        "full_frame_interval_s; false: every sample is detected whole. Detectors that cannot detect a crop "
-        "at the frame's scale (SCRFD, Paddle) always detect the whole frame.",
+        "full_frame_interval_s; false: every sample is detected whole. YuNet only: the other detectors (dlib, "
+        "SCRFD, Paddle) always detect the whole frame.",
     )
     full_frame_interval_s: float = Field(
         2.0,

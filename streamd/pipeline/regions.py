@@ -18,7 +18,7 @@ which runs its detector only on motion regions, each camera plans its detection 
 
 The regions are detected at the whole frame's scale (:mod:`streamd.faces.regions`), so a face is
 found the same way in a region as in a full pass. Detectors that cannot detect a crop at a scale
-(SCRFD, Paddle, box-only detectors) always get the whole frame.
+(dlib's HOG, SCRFD, Paddle, box-only detectors) always get the whole frame.
 """
 
 from __future__ import annotations
