@@ -136,6 +136,7 @@ class App:
         from streamd.event_log import log_event
         from streamd.faces.engine import FaceEngine
         from streamd.faces.quality import QualityGate
+        from streamd.faces.regions import supports_regions
         from streamd.index.reload import IndexReloader
         from streamd.recognize import resolve_threshold
         from streamd.snapshots import SnapshotStore
@@ -166,7 +167,9 @@ class App:
             snapshots=snapshots,
             sinks=[recent.add],
             on_result=on_result,
-            region_detection=settings.pipeline.region_detection,
+            # Planned only where the detector can detect crops: otherwise every sample is whole anyway,
+            # and the detection metrics would claim regions that were never used.
+            region_detection=settings.pipeline.region_detection if supports_regions(engine.detector) else None,
         )
         publisher = None
         if settings.mqtt.enabled:

@@ -403,6 +403,7 @@ def run_throughput(spec: TrialSpec) -> TrialReport:
         images.append(frames)
     settings = _settings(spec, [], Path(spec.work_dir or tempfile.gettempdir()))
     from streamd.faces.engine import FaceEngine
+    from streamd.faces.regions import supports_regions
 
     probe = FaceEngine.from_settings(settings.engine)
     holder = IndexHolder()
@@ -412,7 +413,8 @@ def run_throughput(spec: TrialSpec) -> TrialReport:
         runner_factory(settings), holder, tracking=settings.tracking,
         rec_threshold=resolve_threshold(None, probe), topk=5, gate=QualityGate(settings.engine.quality),
         workers=settings.pipeline.worker_count(), batch_frames=spec.batch_frames, snapshots=None,
-        region_detection=settings.pipeline.region_detection if spec.region_detection else None,
+        region_detection=settings.pipeline.region_detection
+        if spec.region_detection and supports_regions(probe.detector) else None,
     )
     queues = []
     for i, frames in enumerate(images):
