@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from streamd.errors import ConfigError
@@ -85,6 +87,24 @@ def test_bad_http_settings_are_refused_with_a_clear_message(http, message):
 
     # then
     assert str(err.value) == message
+
+
+def test_a_relative_token_file_is_a_systemd_credential(tmp_path, monkeypatch):
+    # given a unit with LoadCredential=http-token:... (systemd sets CREDENTIALS_DIRECTORY)
+    (tmp_path / "http-token").write_text(TOKEN + "\n")
+    monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(tmp_path))
+    http = HttpSettings(host="0.0.0.0", token_file=Path("http-token"))
+
+    # then the token is read from there
+    assert http.resolve_token() == TOKEN
+
+    # and without systemd, a relative path is relative to the working directory
+    monkeypatch.delenv("CREDENTIALS_DIRECTORY")
+    monkeypatch.chdir(tmp_path)
+    assert http.resolve_token() == TOKEN
+    monkeypatch.chdir(tmp_path.parent)
+    with pytest.raises(ConfigError, match="http.token_file http-token: cannot read token"):
+        http.resolve_token()
 
 
 def test_token_from_file_is_read_and_stripped(tmp_path):

@@ -14,6 +14,7 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
+from streamd.credentials import credential_path
 from streamd.errors import ConfigError
 
 #: Not in /etc/services, and clear of what runs beside a camera daemon: Frigate (5000, 8971),
@@ -57,7 +58,9 @@ class HttpSettings(BaseModel):
         "is readable by anyone who can read the file.",
     )
     token_file: Path | None = Field(
-        None, description="File whose content (stripped) is the token, e.g. a systemd credential."
+        None,
+        description="File whose content (stripped) is the token. A relative path is read from "
+        "$CREDENTIALS_DIRECTORY when systemd sets it (LoadCredential=).",
     )
     token_env: str | None = Field(None, description="Name of an environment variable holding the token.")
     require_token: bool | None = Field(
@@ -152,9 +155,10 @@ class HttpSettings(BaseModel):
             value = self.token.get_secret_value().strip()
             where = "http.token"
         elif self.token_file is not None:
-            where = f"http.token_file {self.token_file}"
+            path = credential_path(self.token_file)
+            where = f"http.token_file {path}"
             try:
-                value = self.token_file.read_text(encoding="utf-8").strip()
+                value = path.read_text(encoding="utf-8").strip()
             except OSError as exc:
                 raise ConfigError(f"{where}: cannot read token ({exc.strerror})") from None
         elif self.token_env is not None:

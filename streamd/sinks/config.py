@@ -14,6 +14,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
+from streamd.credentials import credential_path
 from streamd.errors import ConfigError
 
 _WILDCARDS = ("+", "#", "\x00")
@@ -203,10 +204,7 @@ class MqttSettings(BaseModel):
         if self.password is not None:
             value, where = self.password.get_secret_value(), "mqtt.password"
         elif self.password_file is not None:
-            path = self.password_file
-            creds = os.environ.get("CREDENTIALS_DIRECTORY")
-            if not path.is_absolute() and creds:
-                path = Path(creds) / path
+            path = credential_path(self.password_file)
             where = f"mqtt.password_file {path}"
             try:
                 value = path.read_text(encoding="utf-8")
