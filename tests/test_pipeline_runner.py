@@ -70,6 +70,23 @@ def test_a_child_process_finds_and_embeds_the_same_faces_as_the_worker_thread(
     assert len(here.seconds) == 2 and v_there.seconds > 0
 
 
+def test_detection_regions_reach_the_child_process(
+    engine_settings: EngineSettings, frames: list[np.ndarray], child: ProcessRunner
+) -> None:
+    # given the face of each frame, found whole by the worker thread's engine
+    local = LocalRunner(FaceEngine.from_settings(engine_settings))
+    whole = local.detect(frames).faces
+    around = [tuple(int(v) + d for v, d in zip(faces[0].box, (-60, -60, 60, 60))) for faces in whole]
+    # when the child detects the first frame around its face and the second nowhere
+    there = child.detect(frames, [(around[0],), ()])
+    here = local.detect(frames, [(around[0],), ()])
+    # then it finds the first face only, as the worker thread does
+    assert [len(f) for f in there.faces] == [1, 0]
+    assert [[f.box for f in faces] for faces in there.faces] == [[f.box for f in faces] for faces in here.faces]
+    # and a region away from the face finds nothing
+    assert child.detect(frames[:1], [((900, 400, 1200, 700),)]).faces == ((),)
+
+
 def test_faces_of_several_frames_are_embedded_as_one_batch_with_the_right_vectors(
     engine_settings: EngineSettings, frames: list[np.ndarray]
 ) -> None:
