@@ -114,6 +114,21 @@ class RtspServer:
                 proc.kill()
                 proc.wait(5)
 
+    def ensure_running(self) -> RtspServer:
+        """Start the server again (same port, same URL) if its process has ended, saying why on stderr.
+
+        Module-scoped servers outlive single tests; one that died (once, under heavy load in CI)
+        must not fail every later test of the module with "connection refused".
+        """
+        if self.proc is not None and self.proc.poll() is None:
+            return self
+        code = None if self.proc is None else self.proc.returncode
+        tail = "\n".join(self.log[-20:])
+        print(f"RTSP server on port {self.port} had ended (exit code {code}); restarting it. Last output:\n{tail}",
+              file=sys.stderr)
+        self.proc = None
+        return self.start()
+
     def pause(self) -> None:
         """Freeze the server: connections stay open but no data flows (a read blocks)."""
         assert self.proc is not None

@@ -50,11 +50,17 @@ def index_dir(lane_scene: LaneScene) -> Path:  # noqa: F811
 
 
 @pytest.fixture(scope="module")
-def rtsp(lane_scene: LaneScene):  # noqa: F811
+def rtsp_server(lane_scene: LaneScene):  # noqa: F811
     """The four-lane scene (two people enrolled, two not) served like an IP camera, looping."""
     require_rtsp_server()
     with RtspServer(lane_scene.clip.path) as server:
         yield server
+
+
+@pytest.fixture
+def rtsp(rtsp_server: RtspServer) -> RtspServer:
+    """The module's RTSP server, running (restarted if it ended during an earlier test)."""
+    return rtsp_server.ensure_running()
 
 
 @pytest.fixture
