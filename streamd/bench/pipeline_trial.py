@@ -190,16 +190,16 @@ def run_streamd(spec: TrialSpec) -> TrialReport:
             time.sleep(spread / len(cameras))
         if spec.loop:
             time.sleep(spec.warmup_s)
-            t0, cpu0, dropped0, faces0 = time.time(), cpu_seconds(), _dropped(metrics, cams), _faces(metrics, cams)
+            t0, cpu0, dropped0, faces0 = time.time(), cpu_seconds(), _dropped(metrics, cams), _counts(metrics, cams)
             time.sleep(spec.duration_s)
-            t1, cpu1, dropped1, faces1 = time.time(), cpu_seconds(), _dropped(metrics, cams), _faces(metrics, cams)
+            t1, cpu1, dropped1, faces1 = time.time(), cpu_seconds(), _dropped(metrics, cams), _counts(metrics, cams)
         else:
             t0, cpu0, dropped0, faces0 = time.time(), cpu_seconds(), 0, (0.0, 0.0, 0.0, 0.0)
             longest = max(c.duration_s for c in clips)
             deadline = t0 + longest + spec.warmup_s + 10.0
             while time.time() < deadline and any(s.status != "ended" for s in app.camera_states()):
                 time.sleep(0.2)
-            t1, cpu1, dropped1, faces1 = time.time(), cpu_seconds(), _dropped(metrics, cams), _faces(metrics, cams)
+            t1, cpu1, dropped1, faces1 = time.time(), cpu_seconds(), _dropped(metrics, cams), _counts(metrics, cams)
         report.rss_mib = rss_mib()
         report.decode_modes = sorted({str(s.mode) for s in app.camera_states()})
     finally:
@@ -237,7 +237,7 @@ def _dropped(metrics: Any, cameras: dict[str, Any]) -> float:
     return total
 
 
-def _faces(metrics: Any, cameras: dict[str, Any]) -> tuple[float, float, float, float]:
+def _counts(metrics: Any, cameras: dict[str, Any]) -> tuple[float, float, float, float]:
     """Faces detected and embedded so far, the summed share of frame pixels detection looked at, and the
     samples detection was planned for (the last two give the mean coverage), over every camera."""
     get = metrics.registry.get_sample_value

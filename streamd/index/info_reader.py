@@ -203,11 +203,5 @@ def _read_array(sock: socket.socket, nbytes: int, dtype: type) -> np.ndarray:
     if nbytes % itemsize:
         raise _ServerFailed("unexpected answer")
     out = np.empty(nbytes // itemsize, dtype=dtype)
-    view = memoryview(out).cast("B")
-    done = 0
-    while done < nbytes:  # each recv is one system call without the GIL
-        n = sock.recv_into(view[done:])
-        if not n:
-            raise EOFError("the parse server closed the connection")
-        done += n
+    infofile.recv_exact_into(sock, memoryview(out).cast("B"))
     return out

@@ -187,15 +187,24 @@ def encode_arrays(info: dict[str, Any]) -> list[bytes]:
     return [ANSWER_OK, ARRAYS_MAGIC, SECTION_LENGTHS.pack(*(len(s) for s in sections)), *sections]
 
 
+def recv_exact_into(sock: socket.socket, view: memoryview) -> None:
+    """Fill ``view`` (bytes) from ``sock``; EOFError when the peer closes first.
+
+    Each recv is one system call without the GIL, straight into the caller's buffer (a numpy
+    array's, for the parse server's answers), so large answers cost no copies.
+    """
+    done, total = 0, len(view)
+    while done < total:
+        n = sock.recv_into(view[done:])
+        if not n:
+            raise EOFError("the other end closed the connection")
+        done += n
+
+
 def _recv_exact(sock: socket.socket, n: int) -> bytes:
-    chunks = []
-    while n > 0:
-        chunk = sock.recv(n)
-        if not chunk:
-            raise EOFError
-        chunks.append(chunk)
-        n -= len(chunk)
-    return b"".join(chunks)
+    buffer = bytearray(n)
+    recv_exact_into(sock, memoryview(buffer))
+    return bytes(buffer)
 
 
 def pread_all(fd: int) -> bytes:
