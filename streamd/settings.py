@@ -230,11 +230,12 @@ class OnnxEmbedderSettings(StrictModel):
         "but also more strangers.",
     )
     threads: int = Field(1, ge=0, description="Intra-op threads (0 = library default).")
-    batch_size: int = Field(
-        16,
+    batch_size: int | None = Field(
+        None,
         ge=1,
-        description="Faces run through the model together; larger is faster per face on many-face "
-        "frames but uses more memory. A model exported with a fixed batch of 1 runs one at a time.",
+        description="Faces run through the model together. Unset = 1 on the CPU (batches are no faster "
+        "per face there and hold more memory: MobileFaceNet, 16 faces at once, 3.6 ms per face and 170 MiB "
+        "more against 2.9 ms one by one) and 16 on a GPU. A model exported with a fixed batch runs that many.",
     )
 
 

@@ -35,5 +35,5 @@ PYTHON=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip
 # dlib: the default engine; onnx: YuNet/SCRFD/MobileFaceNet; paddle: the PaddleX engine; test: pytest and friends.
-.venv/bin/python -m pip install -q -e '.[dlib,onnx,paddle,test]'
+.venv/bin/python -m pip install -q -e '.[dlib,onnx,paddle,convert,test]'
 echo "setup: done (.venv ready)"

@@ -20,6 +20,7 @@ behind shows as lag and drops rather than as a longer run. Run it on a quiet mac
 
 from __future__ import annotations
 
+import hashlib
 import json
 import subprocess
 import sys
@@ -45,21 +46,53 @@ def shared_dir() -> Path:
     return Path.cwd().parent / "shared"
 
 
-def engine_settings(engine: str, models_dir: Path | None) -> dict[str, Any]:
-    """The ``engine:`` settings of the benchmarked engine."""
+#: Recognisers the onnx engine is benchmarked with, by ``--recogniser``: the folder in
+#: ``--models-dir`` and the embedder settings (preprocessing) of each.
+RECOGNISERS: dict[str, tuple[str, dict[str, Any]]] = {
+    # insightface/PaddlePaddle MobileFaceNet (Paddle inference model), converted to ONNX on first use.
+    "mobileface-paddle": ("mobileface_v1.0_infer", {"mean": 127.5, "std": 127.5, "color": "RGB"}),
+    # MobileFaceNet from foamliu's PyTorch training, as ONNX.
+    "mobilefacenet-foamliu": ("mobilefacenet_foamliu/MobileFaceNet.onnx", {"mean": 127.5, "std": 128.0, "color": "RGB"}),
+}
+DEFAULT_RECOGNISER = "mobileface-paddle"
+
+
+def engine_settings(
+    engine: str, models_dir: Path | None, recogniser: str = DEFAULT_RECOGNISER, work_dir: Path | None = None
+) -> dict[str, Any]:
+    """The ``engine:`` settings of the benchmarked engine.
+
+    A Paddle recogniser is converted to ONNX (:mod:`streamd.faces.convert`) into ``work_dir``
+    once, named by its weights' digest.
+    """
     if engine == "dlib":
         return {"detector": {"type": "dlib"}, "embedder": {"type": "dlib"}}
     from streamd.faces.modelfile import DEV_MODEL_FILES
 
-    if models_dir is None or not (models_dir / DEV_MODEL_FILES["yunet"]).is_file():
+    folder, preprocessing = RECOGNISERS[recogniser]
+    source = models_dir / folder if models_dir is not None else None
+    if source is None or not (models_dir / DEV_MODEL_FILES["yunet"]).exists() or not source.exists():
         raise click.UsageError(
-            f"--models-dir {models_dir}: YuNet and MobileFaceNet not found (expected "
-            f"{DEV_MODEL_FILES['yunet']} and {DEV_MODEL_FILES['mobilefacenet']} inside)"
+            f"--models-dir {models_dir}: YuNet and the recogniser not found (expected "
+            f"{DEV_MODEL_FILES['yunet']} and {folder} inside)"
         )
+    model_path = source if source.is_file() else converted_model(source, (work_dir or DEFAULT_WORK_DIR) / "models")
     return {
         "detector": {"type": "onnx", "model": "yunet", "model_path": str(models_dir / DEV_MODEL_FILES["yunet"])},
-        "embedder": {"type": "onnx", "model_path": str(models_dir / DEV_MODEL_FILES["mobilefacenet"])},
+        "embedder": {"type": "onnx", "model_path": str(model_path), **preprocessing},
     }
+
+
+def converted_model(paddle_dir: Path, out_dir: Path) -> Path:
+    """``paddle_dir`` converted to ONNX in ``out_dir`` (cached by the weights' sha256)."""
+    from streamd.faces.convert import convert_paddle_model
+    from streamd.faces.modelfile import file_sha256
+
+    target = out_dir / f"{paddle_dir.name}-{file_sha256(paddle_dir / 'inference.pdiparams')[:12]}.onnx"
+    if not target.is_file():
+        click.echo(f"converting {paddle_dir} to {target} ...")
+        convert_paddle_model(paddle_dir, target)
+    return target
 
 
 # --------------------------------------------------------------------------- preparation
@@ -81,7 +114,10 @@ def prepare(
     gallery = work_dir / f"gallery-{seed}"
     if not gallery.exists():
         write_gallery(roles, gallery)
-    index_dir = work_dir / f"index-{seed}-{face_engine.fingerprint.split(':')[0]}-{face_engine.dim}"
+    # Named by the engine's whole fingerprint (model digests, preprocessing): two recognisers of
+    # one kind and size must not share an index.
+    digest = hashlib.sha256(face_engine.fingerprint.encode()).hexdigest()[:10]
+    index_dir = work_dir / f"index-{seed}-{face_engine.fingerprint.split(':')[0]}-{face_engine.dim}-{digest}"
     if not (index_dir / "vector.index").exists():
         echo(f"building the index in {index_dir} ...")
         build_index(face_engine, gallery, index_dir)
@@ -215,6 +251,9 @@ def _mark(ok: bool) -> str:
 @click.option("--batch-frames", type=click.IntRange(1, 64), default=4, show_default=True)
 @click.option("--snapshots/--no-snapshots", default=True, show_default=True,
               help="Keep track snapshots as the daemon does by default (JPEG writes of faces and frames).")
+@click.option("--recogniser", type=click.Choice(sorted(RECOGNISERS)), default=DEFAULT_RECOGNISER, show_default=True,
+              help="The onnx engine's MobileFaceNet: the insightface/PaddlePaddle one (from mobileface_v1.0_infer, "
+                   "converted to ONNX; needs the convert extra) or foamliu's.")
 @click.option("--region-detection/--no-region-detection", default=True, show_default=True,
               help="pipeline.region_detection.enabled of the daemon: detect around tracks and motion, the whole "
               "frame once a second (the default), or the whole frame on every sample.")
@@ -226,8 +265,8 @@ def _mark(ok: bool) -> str:
 def command(
     engine: str, models_dir: Path | None, faces_dir: Path | None, work_dir: Path, clips: int, clip_seconds: float,
     gop: int, sample_fps: float, duration: float, warmup: float, max_streams: int, fixed: str | None,
-    worker_mode: str, workers: int, batch_frames: int, snapshots: bool, region_detection: bool, skip: tuple[str, ...], seed: int,
-    json_out: Path | None,
+    worker_mode: str, workers: int, batch_frames: int, snapshots: bool, recogniser: str, region_detection: bool,
+    skip: tuple[str, ...], seed: int, json_out: Path | None,
 ) -> None:
     """Capacity, latency, time to identify and accuracy of the stream pipeline (real time, real faces)."""
     echo = click.echo
@@ -235,16 +274,17 @@ def command(
     faces_dir = faces_dir or (shared_dir() / "data" / "faces")
     if not (faces_dir / "identities").is_dir():
         raise click.UsageError(f"--faces-dir {faces_dir}: no identities/ folder of face photos there")
-    eng = engine_settings(engine, models_dir if engine == "onnx" else None)
+    eng = engine_settings(engine, models_dir if engine == "onnx" else None, recogniser, work_dir)
     index_dir, truths = prepare(eng, faces_dir, work_dir, clips=clips, seconds=clip_seconds, gop=gop, seed=seed,
                                 echo=echo)
     base = TrialSpec(kind="streamd", engine=eng, index_dir=index_dir, clips=truths, streams=1, duration_s=duration,
                      warmup_s=warmup, sample_fps=sample_fps, worker_mode=worker_mode, workers=workers,
                      batch_frames=batch_frames, snapshots=snapshots, region_detection=region_detection,
                      work_dir=str(work_dir))
-    out: dict[str, Any] = {"engine": engine, "gop": gop, "sample_fps": sample_fps, "clips": truths}
+    out: dict[str, Any] = {"engine": engine, "recogniser": recogniser if engine == "onnx" else None, "gop": gop, "sample_fps": sample_fps, "clips": truths}
     started = time.monotonic()
-    echo(f"engine {engine}, {clips} clip(s) of {clip_seconds:g} s, 1280x720 H.264 25 fps, GOP {gop}, "
+    described = f"{engine} ({recogniser})" if engine == "onnx" else engine
+    echo(f"engine {described}, {clips} clip(s) of {clip_seconds:g} s, 1280x720 H.264 25 fps, GOP {gop}, "
          f"{sample_fps:g} sampled frames/s per stream; {worker_mode}, workers={workers or 'cores'}")
 
     def trials(spec: TrialSpec, title: str, limit: int = max_streams) -> tuple[int, dict[int, TrialReport]]:

@@ -16,7 +16,7 @@ from streamd import __version__
 from streamd.errors import StreamdError
 
 # Sub-command modules, in the order `streamd --help` lists them.
-_COMMAND_MODULES = ("run", "config", "gallery", "infer", "eval", "bench", "demo")
+_COMMAND_MODULES = ("run", "config", "gallery", "infer", "models", "eval", "bench", "demo")
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
