@@ -33,10 +33,11 @@ def test_bad_pipeline_settings_name_the_key(section: dict, message: str) -> None
 
 @pytest.mark.parametrize(
     ("mode", "embedder", "resolved"),
-    [("auto", "dlib", "processes"), ("auto", "onnx", "threads"), ("auto", "paddlex", "threads"),
+    [("auto", "dlib", "processes"), ("auto", "onnx", "processes"), ("auto", "paddlex", "threads"),
+     ("auto", "paddle", "threads"),
      ("threads", "dlib", "threads"), ("processes", "onnx", "processes")],
 )
-def test_auto_worker_mode_runs_dlib_in_processes_and_the_rest_in_threads(mode: str, embedder: str, resolved: str) -> None:
+def test_auto_worker_mode_runs_dlib_and_onnx_in_processes_and_paddle_in_threads(mode: str, embedder: str, resolved: str) -> None:
     assert PipelineSettings(worker_mode=mode).resolved_mode(embedder) == resolved
 
 

@@ -246,7 +246,7 @@ def _mark(ok: bool) -> str:
 @click.option("--max-streams", type=click.IntRange(1, 256), default=16, show_default=True)
 @click.option("--streams", "fixed", type=str, help="Comma-separated stream counts to run instead of searching.")
 @click.option("--worker-mode", type=click.Choice(["auto", "threads", "processes"]), default="auto", show_default=True,
-              help="pipeline.worker_mode of the daemon (auto: processes for dlib, threads otherwise).")
+              help="pipeline.worker_mode of the daemon (auto: processes for dlib and onnx).")
 @click.option("--workers", type=click.IntRange(0, 64), default=0, show_default=True, help="0 = one per core.")
 @click.option("--batch-frames", type=click.IntRange(1, 64), default=4, show_default=True)
 @click.option("--snapshots/--no-snapshots", default=True, show_default=True,

@@ -91,19 +91,9 @@ class TrialReport:
         return self.error is None and self.processed_share >= MIN_PROCESSED_SHARE and self.lag_growth_s <= MAX_LAG_GROWTH_S
 
 
-def rss_mib() -> float:
-    """Resident memory of this process."""
-    with open("/proc/self/status") as fh:
-        for line in fh:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024.0
-    return 0.0
-
-
-def cpu_seconds() -> float:
-    """CPU time of this process and of its running children (the worker processes of worker_mode processes)."""
-    total = time.process_time()
-    me, tick = os.getpid(), os.sysconf("SC_CLK_TCK")
+def _children() -> list[int]:
+    """Pids of this process's running children (the worker processes of worker_mode processes)."""
+    me, found = os.getpid(), []
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
@@ -113,7 +103,38 @@ def cpu_seconds() -> float:
         except OSError:
             continue
         if int(fields[1]) == me:  # ppid
-            total += (int(fields[11]) + int(fields[12])) / tick  # utime + stime
+            found.append(int(entry))
+    return found
+
+
+def _vm_rss_mib(pid: int | str) -> float:
+    try:
+        with open(f"/proc/{pid}/status") as fh:
+            for line in fh:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
+    return 0.0
+
+
+def rss_mib() -> float:
+    """Resident memory of this process and its running children, summed (shared library pages count
+    once per process, so with worker processes this is an upper bound)."""
+    return _vm_rss_mib("self") + sum(_vm_rss_mib(pid) for pid in _children())
+
+
+def cpu_seconds() -> float:
+    """CPU time of this process and of its running children (the worker processes of worker_mode processes)."""
+    total = time.process_time()
+    tick = os.sysconf("SC_CLK_TCK")
+    for pid in _children():
+        try:
+            with open(f"/proc/{pid}/stat") as fh:
+                fields = fh.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / tick  # utime + stime
     return total
 
 

@@ -184,7 +184,7 @@ def export_with_paddle2onnx(model_dir: Path, opset: int) -> tuple[bytes, str]:
             except Exception as exc:  # paddle2onnx raises bare Exception/RuntimeError types
                 error = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         if not target.is_file() or target.stat().st_size == 0:
-            said = error or _last_error_line(captured.getvalue()) or "it wrote nothing"
+            said = error or _last_error_line(captured.getvalue()) or "it wrote nothing (its own messages, above, say why)"
             hint = (" Legacy inference.pdmodel programs need paddle2onnx 1.x (pip install 'paddle2onnx<2')."
                     if files.legacy and version.startswith("2") else "")
             raise ModelError(f"{model_dir}: paddle2onnx {version} could not convert the model: {said}.{hint}")

@@ -74,12 +74,14 @@ class PipelineSettings(BaseModel):
     )
     worker_mode: Literal["auto", "threads", "processes"] = Field(
         "auto",
-        description="threads: workers share the process; frames are handed over by reference, and the ONNX "
-        "engines release the GIL while they compute (measured on 2 cores: 10-25 % more frames/s than "
-        "processes). processes: each worker thread hands detection and embedding to a child process of its "
-        "own through shared memory (a frame copy per sample, a process and an engine per worker); it pays "
-        "off when the embedder holds the GIL, as dlib's does (12.5 frames/s against 8.1 with threads). "
-        "auto: processes for the dlib embedder, threads otherwise.",
+        description="threads: workers share the process; frames are handed over by reference, and the engines "
+        "release the GIL while they compute. processes: each worker thread hands detection and embedding to a "
+        "child process of its own through shared memory (a frame copy per sample, a process and an engine per "
+        "worker); the engines' pre- and post-processing in Python then no longer competes with decoding and "
+        "tracking for the GIL. Measured on 2 cores, whole pipeline (streamd bench pipeline): YuNet + "
+        "MobileFaceNet kept up with 24 streams in processes against 21 in threads; dlib with 2 against 1. "
+        "auto: processes for the dlib and onnx embedders, threads for the Paddle ones (not measured; each "
+        "process would load its own Paddle runtime).",
     )
     batch_frames: int = Field(
         4,
@@ -108,9 +110,11 @@ class PipelineSettings(BaseModel):
         """``worker_mode``, with ``auto`` resolved for the embedder in use (``engine.embedder.type``)."""
         if self.worker_mode != "auto":
             return self.worker_mode
-        # dlib's compute_face_descriptor holds the GIL for most of its 100 ms per face: threads would
-        # take turns; the other engines (onnxruntime, OpenCV DNN, Paddle Inference) release it.
-        return "processes" if embedder_type == "dlib" else "threads"
+        # dlib's compute_face_descriptor holds the GIL for most of its 100 ms per face, so threads
+        # take turns. onnxruntime releases it, but around each call the detector's and the aligner's
+        # Python (resizing, NMS, region crops, landmarks) holds it; in threads that competes with 20+
+        # decoders and the trackers (whole pipeline on 2 cores: 21 streams in threads, 24 in processes).
+        return "processes" if embedder_type in ("dlib", "onnx") else "threads"
 
     def worker_count(self) -> int:
         """``workers``, or the number of CPU cores this process may use when it is 0."""
