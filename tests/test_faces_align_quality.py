@@ -267,7 +267,7 @@ class FakeEmbedder:
 
 
 class FakeGate:
-    def check(self, image: np.ndarray, face: Face) -> str | None:
+    def check(self, image: np.ndarray, face: Face, *, blur: float | None = None) -> str | None:
         return "too_small" if face.width < 40 else None
 
 

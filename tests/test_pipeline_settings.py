@@ -72,7 +72,7 @@ def test_quality_is_highest_for_a_confident_sharp_frontal_face() -> None:
 def test_assess_gives_gate_reasons_and_figures_only_to_faces_that_pass() -> None:
     # given a gate that rejects faint faces
     class Gate:
-        def check(self, image: np.ndarray, face: Face) -> str | None:
+        def check(self, image: np.ndarray, face: Face, *, blur: float | None = None) -> str | None:
             return "low_score" if face.score < 0.5 else None
 
     faces = [Face((50, 50, 150, 150), 0.9, FRONTAL), Face((10, 10, 60, 60), 0.2)]

@@ -93,7 +93,7 @@ class FakeLibrary:
 
 
 class RejectLowScore:
-    def check(self, image: np.ndarray, f: Face) -> str | None:
+    def check(self, image: np.ndarray, f: Face, *, blur: float | None = None) -> str | None:
         return "low_score" if f.score < 0.5 else None
 
 

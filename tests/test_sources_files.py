@@ -197,3 +197,39 @@ def test_garbage_instead_of_a_file_is_a_clear_open_error(tmp_path: Path) -> None
     # then
     assert state.last_error is not None
     assert state.last_error.startswith(f"camera 'junk': cannot open {junk}: ")
+
+
+def test_frames_convert_to_the_same_bgr_as_swscale(clip_720p: Path) -> None:
+    # given real decoded camera frames (limited-range yuv420p, 1280x720)
+    import av
+    import numpy as np
+
+    from streamd.sources.pyav_source import frame_to_bgr
+
+    with av.open(str(clip_720p)) as container:
+        frames = [f for _, f in zip(range(30), container.decode(video=0), strict=False)][::10]
+    assert frames and frames[0].format.name == "yuv420p"
+    for frame in frames:
+        # when the fast path converts them
+        fast = frame_to_bgr(frame)
+        reference = frame.to_ndarray(format="bgr24")
+        # then the pixels are swscale's, to rounding (and chroma upsampling at sharp colour edges)
+        assert fast.shape == reference.shape == (720, 1280, 3) and fast.dtype == np.uint8
+        diff = np.abs(fast.astype(np.int16) - reference.astype(np.int16))
+        assert diff.mean() < 2.0 and np.percentile(diff, 99.9) <= 3 and diff.max() <= 8
+
+
+def test_full_range_and_odd_sized_frames_take_swscale() -> None:
+    import av
+    import numpy as np
+
+    from streamd.sources.pyav_source import frame_to_bgr
+
+    rng = np.random.default_rng(0)
+    full = av.VideoFrame.from_ndarray(rng.integers(0, 256, (48, 64, 3), dtype=np.uint8), format="bgr24")
+    full = full.reformat(format="yuv420p", dst_color_range=2)
+    full.color_range = 2
+    np.testing.assert_array_equal(frame_to_bgr(full), full.to_ndarray(format="bgr24"))
+    odd = av.VideoFrame.from_ndarray(rng.integers(0, 256, (47, 63, 3), dtype=np.uint8), format="bgr24")
+    odd = odd.reformat(format="yuv420p")
+    np.testing.assert_array_equal(frame_to_bgr(odd), odd.to_ndarray(format="bgr24"))

@@ -69,10 +69,11 @@ class QualityGate:
     def __init__(self, settings: QualitySettings) -> None:
         self.settings = settings
 
-    def check(self, image: np.ndarray, face: Face) -> str | None:
+    def check(self, image: np.ndarray, face: Face, *, blur: float | None = None) -> str | None:
         """The reason to reject this face (one of :data:`REJECT_REASONS`), or None to embed it.
 
-        Yaw is only checked when the detector gave landmarks.
+        Yaw is only checked when the detector gave landmarks. ``blur``: the face's
+        :func:`blur_variance` when the caller has it already.
         """
         s = self.settings
         if face.score < s.min_det_score:
@@ -81,6 +82,6 @@ class QualityGate:
             return "too_small"
         if face.landmarks is not None and abs(estimate_yaw(face.landmarks)) > s.max_yaw_deg:
             return "turned"
-        if s.min_blur_var > 0 and blur_variance(image, face.box) < s.min_blur_var:
+        if s.min_blur_var > 0 and (blur_variance(image, face.box) if blur is None else blur) < s.min_blur_var:
             return "blurry"
         return None

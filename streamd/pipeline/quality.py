@@ -27,20 +27,21 @@ MIN_QUALITY = 0.05
 class Gate(Protocol):
     """What the pipeline needs of the quality gate (``streamd.faces.quality.QualityGate`` fits)."""
 
-    def check(self, image: np.ndarray, face: Face) -> str | None: ...
+    def check(self, image: np.ndarray, face: Face, *, blur: float | None = None) -> str | None: ...
 
 
-def face_quality(image: np.ndarray, face: Face) -> float:
+def face_quality(image: np.ndarray, face: Face, *, blur: float | None = None) -> float:
     """A figure in [MIN_QUALITY, 1]: detector confidence x frontalness x sharpness.
 
     Detector scores outside [0, 1] (dlib's HOG margins) are clipped; frontalness is cos(yaw)
     from the landmarks (1 without them); sharpness saturates at :data:`SHARP_BLUR_VAR`.
+    ``blur``: the face's :func:`blur_variance` when the caller has it already.
     """
     score = min(1.0, max(0.0, face.score))
     frontal = 1.0
     if face.landmarks is not None:
         frontal = max(0.0, math.cos(math.radians(estimate_yaw(face.landmarks))))
-    sharp = min(1.0, blur_variance(image, face.box) / SHARP_BLUR_VAR)
+    sharp = min(1.0, (blur_variance(image, face.box) if blur is None else blur) / SHARP_BLUR_VAR)
     return float(min(1.0, max(MIN_QUALITY, score * frontal * sharp)))
 
 
@@ -54,7 +55,9 @@ def assess(
     reasons: list[str | None] = []
     quality: list[float | None] = []
     for face in faces:
-        reason = gate.check(image, face) if gate is not None else None
+        # The gate and the figure both need the sharpness: measure it once.
+        blur = blur_variance(image, face.box)
+        reason = gate.check(image, face, blur=blur) if gate is not None else None
         reasons.append(reason)
-        quality.append(None if reason is not None else face_quality(image, face))
+        quality.append(None if reason is not None else face_quality(image, face, blur=blur))
     return reasons, quality

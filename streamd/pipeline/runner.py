@@ -13,11 +13,14 @@ whole batch are embedded in one engine call when the embedder takes aligned chip
   daemon) that owns its own engine. Frames go through shared memory (one copy per frame, no
   pickling), faces and vectors come back through a pipe.
 
-Measured on the 2-core machine (``streamd bench pipeline``, the pool alone on 4 cameras' frames):
+Measured on the 2-core machine (``streamd bench pipeline``). The pool alone on 4 cameras' frames:
 with YuNet + MobileFaceNet, 2 threads 98-115 frames/s, 2 processes 89-92 (the copies and round
-trips cost, and nothing was serialised to begin with); with dlib, 2 threads 8.1 frames/s on 1.55
-cores, 2 processes 12.5, because ``compute_face_descriptor`` holds the GIL for most of its ~100 ms
-per face, so threads take turns. ``pipeline.worker_mode: auto`` picks accordingly.
+trips cost); with dlib, 2 threads 8.1 frames/s on 1.55 cores, 2 processes 12.5, because
+``compute_face_descriptor`` holds the GIL for most of its ~100 ms per face. The whole pipeline,
+where 20+ decoder threads and the trackers also want the GIL: YuNet + MobileFaceNet kept up with
+24 streams in processes and 21 in threads, since the engines' Python around each call (resizing,
+NMS, region crops, alignment) runs in the children. ``pipeline.worker_mode: auto`` therefore picks
+processes for dlib and onnx.
 """
 
 from __future__ import annotations

@@ -21,6 +21,7 @@ from typing import Any
 
 import av
 import av.error
+import cv2
 import numpy as np
 
 from streamd.errors import SourceError
@@ -42,6 +43,23 @@ KEYFRAME_MODE_GIVE_UP = 3
 # Decoder threads per camera. Cameras are the parallelism: one thread each decodes a 720p25
 # stream with room to spare, and more threads per stream only add contention and frame delay.
 DECODE_THREADS = 1
+#: AVColorRange of full-range ("JPEG") YUV, which OpenCV's I420 conversion does not handle.
+_FULL_RANGE = 2
+
+
+def frame_to_bgr(frame: Any) -> np.ndarray:
+    """A decoded frame as BGR uint8 (H, W, 3).
+
+    Limited-range yuv420p, what cameras send, goes through OpenCV's ``cvtColor``: 0.42 ms for a
+    720p frame, against 1.5 ms for PyAV's ``to_ndarray(format="bgr24")``, which builds a new
+    swscale context for every frame object. Both use BT.601 coefficients; their results differ by
+    rounding (mean 1.1-1.2 levels) and, at sharp colour edges, by how chroma is upsampled (up to 6). Any other format (and odd sizes, which the planar
+    layout cannot hold) goes through swscale.
+    """
+    if (frame.format.name == "yuv420p" and frame.color_range != _FULL_RANGE
+            and frame.width % 2 == 0 and frame.height % 2 == 0):
+        return cv2.cvtColor(frame.to_ndarray(), cv2.COLOR_YUV2BGR_I420)
+    return frame.to_ndarray(format="bgr24")
 
 
 def input_for(settings: CameraSettings) -> tuple[str, dict[str, str]]:
@@ -262,7 +280,7 @@ class PyAVReader:
     def _to_bgr(self, frame: Any) -> np.ndarray:
         size = self.settings.detect_size(frame.width, frame.height)
         if size is None:
-            return frame.to_ndarray(format="bgr24")
+            return frame_to_bgr(frame)
         return frame.to_ndarray(format="bgr24", width=size[0], height=size[1])
 
     def _pace(self, pts: float, origin: tuple[float, float] | None) -> tuple[float, float]:
