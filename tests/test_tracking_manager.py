@@ -110,15 +110,40 @@ def test_named_tracks_are_rechecked_every_k_samples_only():
     assert gallery.embedded == [0, 1, 2, 12, 22]
 
 
-def test_unknown_people_use_their_budget_then_are_rechecked():
-    # given a never-enrolled person, a budget of 8 embeddings and re-checks every 5 samples
+def test_uncertain_tracks_use_their_budget_then_are_rechecked():
+    # given a face whose best match stays just under the 0.45 threshold (a hard face, or a
+    # lookalike), a budget of 8 embeddings and re-checks every 5 samples
     clock = Clock()
-    gallery = FakeGallery({2: ("bob", 0.2)})
+    gallery = FakeGallery({2: ("bob", 0.40)})
     m = manager(clock, settings={"embed_budget": 8, "recheck_every": 5})
     # when seen for 20 samples
     run(m, gallery, clock, [[face(2)]] * 20)
     # then 8 embeddings in a row, then one every 5 samples
     assert gallery.embedded == list(range(8)) + [12, 17]
+
+
+def test_clearly_unknown_people_stop_spending_the_budget():
+    # given a never-enrolled person whose faces come nowhere near a name (0.2; the cut is two
+    # thirds of the 0.45 threshold, 0.30)
+    clock = Clock()
+    gallery = FakeGallery({2: ("bob", 0.2)})
+    m = manager(clock, settings={"embed_budget": 8, "recheck_every": 5})
+    # when seen for 20 samples
+    events = run(m, gallery, clock, [[face(2)]] * 20)
+    # then embedded min_votes (3) times, then re-checked every 5 samples like a named track
+    assert gallery.embedded == [0, 1, 2, 7, 12, 17]
+    # and never named
+    assert not [e for _, e in events if e.type in ("identified", "update") and e.label is not None]
+
+
+def test_the_clearly_unknown_cut_can_be_set_or_turned_off():
+    clock = Clock()
+    for below, expected in ((0.1, list(range(8)) + [12, 17]), (-1.0, list(range(8)) + [12, 17]),
+                            (0.41, [0, 1, 2, 7, 12, 17])):
+        gallery = FakeGallery({2: ("bob", 0.40)} if below != 0.1 else {2: ("bob", 0.2)})
+        m = manager(clock, settings={"embed_budget": 8, "recheck_every": 5, "clearly_unknown_below": below})
+        run(m, gallery, clock, [[face(2)]] * 20)
+        assert gallery.embedded == expected, below
 
 
 def test_two_people_get_their_own_tracks_and_names():

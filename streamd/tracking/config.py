@@ -103,6 +103,17 @@ class TrackingSettings(BaseModel):
         "higher names hard faces a little more often but spends embedding time on people who are not "
         "enrolled (measured: 15 instead of 8 costs 15 % more recognition CPU on the benchmark's scenes).",
     )
+    clearly_unknown_below: float | None = Field(
+        None,
+        ge=-1.0,
+        le=1.0,
+        description="An unnamed track stops spending embed_budget once min_votes of its faces were embedded "
+        "and the closest any came to a gallery face is under this similarity: someone not enrolled, not a "
+        "hard face of someone who is. It is then re-checked like a named track. Unset = two thirds of the "
+        "vote threshold (0.30 for MobileFaceNet at 0.45; 0.61 for dlib at 0.91, i.e. distance 0.88). "
+        "Measured on the benchmark's scenes (MobileFaceNet): never-enrolled people's faces come within "
+        "0.09-0.27 of a name, enrolled people's own matches stay at 0.36 or above. -1 spends the whole budget.",
+    )
     # ---- identity decision
     min_score: float | None = Field(
         None,
@@ -156,6 +167,10 @@ class TrackingSettings(BaseModel):
         if self.min_similarity is not None:
             return self.min_similarity
         return max(-1.0, rec_threshold - SIMILARITY_SLACK)
+
+    def clearly_unknown_threshold(self, vote_threshold: float) -> float:
+        """``clearly_unknown_below``, or two thirds of the vote threshold."""
+        return 2.0 * vote_threshold / 3.0 if self.clearly_unknown_below is None else self.clearly_unknown_below
 
     def vote_threshold(self, rec_threshold: float) -> float:
         """``min_score``, or the recognition threshold in use."""

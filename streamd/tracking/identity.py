@@ -94,6 +94,8 @@ class Votes:
     #: weighted mean similarity of the votes.
     face_weight: float = 0.0
     weighted_similarity: float = 0.0
+    #: The highest similarity among the votes (for unknown: the closest any face came to a name).
+    best: float = 0.0
 
     def plus(self, vote: float, fw: float, similarity: float) -> Votes:
         return Votes(
@@ -101,6 +103,7 @@ class Votes:
             self.weight + vote,
             self.face_weight + fw,
             self.weighted_similarity + fw * similarity,
+            similarity if self.count == 0 else max(self.best, similarity),
         )
 
     @property
@@ -147,6 +150,15 @@ class Tally:
             return self
         kept = {label: votes for label, votes in self.labels.items() if label not in gone}
         return Tally(MappingProxyType(kept), self.unknown)
+
+
+def clearly_unknown(t: Tally, rules: DecisionRules, below: float) -> bool:
+    """True when the track looks like someone not enrolled, not like a hard face of someone who is.
+
+    At least ``min_votes`` faces were embedded, none reached ``min_score`` for any name, and the
+    closest any of them came to a gallery face is under ``below``.
+    """
+    return not t.labels and t.unknown.count >= rules.min_votes and t.unknown.best < below
 
 
 def best_label(matches: Sequence[Match]) -> tuple[str | None, float]:

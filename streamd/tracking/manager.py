@@ -56,7 +56,7 @@ from streamd.snapshots import SnapshotStore
 from streamd.tracking.config import TrackingSettings
 from streamd.tracking.events import TrackEvents, TrackState
 from streamd.tracking.geometry import Polygon, Regions, box_size
-from streamd.tracking.identity import DecisionRules, Observation, decide, face_weight
+from streamd.tracking.identity import DecisionRules, Observation, clearly_unknown, decide, face_weight
 from streamd.tracking.tracker import Association, EmbedRequest, FaceTracker, Track, TrackUpdate
 from streamd.types import Face, Frame, IdentityEvent, Match
 
@@ -86,6 +86,7 @@ class TrackManager:
         self.camera = camera
         self.settings = settings
         self.rules = DecisionRules.from_settings(settings, rec_threshold)
+        self._clearly_unknown_below = settings.clearly_unknown_threshold(self.rules.min_score)
         self.tracker = FaceTracker(camera, settings, rec_threshold=rec_threshold, regions=Regions(camera, zones, masks))
         self.events = TrackEvents(camera, clock)
         self._snapshots = snapshots
@@ -205,6 +206,7 @@ class TrackManager:
         track = u.track
         track.tally = track.tally.add(obs, self.rules)
         track.decision = decide(track.tally, track.decision, self.rules)
+        track.clearly_unknown = clearly_unknown(track.tally, self.rules, self._clearly_unknown_below)
 
     def _snapshot(self, frame: Frame, u: TrackUpdate, quality: float | None) -> None:
         if self._snapshots is None:

@@ -82,6 +82,9 @@ class Track:
         #: Identity state, kept here and updated by the caller (see streamd.tracking.identity).
         self.tally = Tally()
         self.decision: TrackDecision | None = None
+        #: Every face embedded so far was far from every name (see identity.clearly_unknown): the
+        #: track no longer spends the budget of uncertain tracks.
+        self.clearly_unknown = False
         #: Relative path of the best face crop, when snapshots are kept.
         self.snapshot: str | None = None
 
@@ -164,11 +167,12 @@ class TrackUpdate:
 def embed_reason(track: Track, weight: float, settings: TrackingSettings) -> str | None:
     """Why the face ``track`` is seen with this sample should be embedded, or None to skip it.
 
-    Unnamed tracks are embedded every sample until they have used ``embed_budget`` embeddings;
-    named (and over-budget) tracks every ``recheck_every`` samples, or sooner when this face's
-    weight (size x quality) is ``better_face_ratio`` times the best embedded so far.
+    Unnamed tracks are embedded every sample until they have used ``embed_budget`` embeddings or
+    are clearly unknown; named (and over-budget, and clearly unknown) tracks every
+    ``recheck_every`` samples, or sooner when this face's weight (size x quality) is
+    ``better_face_ratio`` times the best embedded so far.
     """
-    if not track.identified and track.uncertain_embeds < settings.embed_budget:
+    if not track.identified and not track.clearly_unknown and track.uncertain_embeds < settings.embed_budget:
         return "uncertain"
     if track.samples_since_embed + 1 >= settings.recheck_every:
         return "recheck"
