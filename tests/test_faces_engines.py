@@ -243,11 +243,15 @@ def test_a_file_that_is_not_onnx_is_refused(tmp_path, build):
         build(path)
 
 
-def test_yunet_refuses_a_file_that_is_not_yunet(tmp_path):
+@pytest.mark.parametrize(
+    "backend, message",
+    [("opencv", "cv2.FaceDetectorYN cannot load it as YuNet"), ("onnxruntime", "cannot read it as an ONNX file")],
+)
+def test_yunet_refuses_a_file_that_is_not_yunet(tmp_path, backend, message):
     path = tmp_path / "model.onnx"
     path.write_bytes(b"this is not a model")
-    with pytest.raises(ModelError, match=f"^{path}: cv2.FaceDetectorYN cannot load it as YuNet"):
-        create_detector(OnnxDetectorSettings(model_path=path))
+    with pytest.raises(ModelError, match=f"^{path}: {message}"):
+        create_detector(OnnxDetectorSettings(model_path=path, yunet_backend=backend))
 
 
 def test_scrfd_refuses_a_model_without_its_nine_outputs(models_dir):

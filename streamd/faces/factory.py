@@ -95,6 +95,7 @@ def _onnx_detector(settings: Any, device: str) -> FaceDetector:
             nms_threshold=settings.nms_threshold,
             input_size=settings.input_size,
             threads=settings.threads,
+            backend=settings.yunet_backend,
         )
     require_package("onnxruntime", "onnx", "detector")
     from streamd.faces.onnx_engine import ScrfdDetector
