@@ -79,7 +79,8 @@ class PipelineSettings(BaseModel):
         "child process of its own through shared memory (a frame copy per sample, a process and an engine per "
         "worker); the engines' pre- and post-processing in Python then no longer competes with decoding and "
         "tracking for the GIL. Measured on 2 cores, whole pipeline (streamd bench pipeline): YuNet + "
-        "MobileFaceNet kept up with 24 streams in processes against 21 in threads; dlib with 2 against 1. "
+        "MobileFaceNet kept up with 32 streams in processes against 30 in threads (24 against 21 with YuNet "
+        "on OpenCV); dlib's pool alone 12.5 frames/s against 8.1, as its embedder holds the GIL. "
         "auto: processes for the dlib and onnx embedders, threads for the Paddle ones (not measured; each "
         "process would load its own Paddle runtime).",
     )
@@ -113,7 +114,7 @@ class PipelineSettings(BaseModel):
         # dlib's compute_face_descriptor holds the GIL for most of its 100 ms per face, so threads
         # take turns. onnxruntime releases it, but around each call the detector's and the aligner's
         # Python (resizing, NMS, region crops, landmarks) holds it; in threads that competes with 20+
-        # decoders and the trackers (whole pipeline on 2 cores: 21 streams in threads, 24 in processes).
+        # decoders and the trackers (whole pipeline on 2 cores: 30 streams in threads, 32 in processes).
         return "processes" if embedder_type in ("dlib", "onnx") else "threads"
 
     def worker_count(self) -> int:

@@ -18,8 +18,9 @@ with YuNet + MobileFaceNet, 2 threads 98-115 frames/s, 2 processes 89-92 (the co
 trips cost); with dlib, 2 threads 8.1 frames/s on 1.55 cores, 2 processes 12.5, because
 ``compute_face_descriptor`` holds the GIL for most of its ~100 ms per face. The whole pipeline,
 where 20+ decoder threads and the trackers also want the GIL: YuNet + MobileFaceNet kept up with
-24 streams in processes and 21 in threads, since the engines' Python around each call (resizing,
-NMS, region crops, alignment) runs in the children. ``pipeline.worker_mode: auto`` therefore picks
+32 streams in processes and 30 in threads (24 and 21 with YuNet on OpenCV's DNN), since the
+engines' Python around each call (resizing, region crops, decoding YuNet's output, alignment)
+runs in the children. ``pipeline.worker_mode: auto`` therefore picks
 processes for dlib and onnx.
 """
 
