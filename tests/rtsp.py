@@ -121,13 +121,33 @@ class RtspServer:
         must not fail every later test of the module with "connection refused".
         """
         if self.proc is not None and self.proc.poll() is None:
-            return self
+            self.proc.send_signal(signal.SIGCONT)  # a test that paused it may have failed before resuming
+            if self.answers():
+                return self
+            tail = "\n".join(self.log[-20:])
+            print(f"RTSP server on port {self.port} is running but does not answer DESCRIBE; restarting it. "
+                  f"Last output:\n{tail}", file=sys.stderr)
+            self.stop()
+            return self.start()
         code = None if self.proc is None else self.proc.returncode
         tail = "\n".join(self.log[-20:])
         print(f"RTSP server on port {self.port} had ended (exit code {code}); restarting it. Last output:\n{tail}",
               file=sys.stderr)
         self.proc = None
         return self.start()
+
+    def answers(self, timeout: float = 10.0) -> bool:
+        """True when the server answers an RTSP DESCRIBE of its stream with 200 OK (its media prepared)."""
+        import socket
+
+        request = f"DESCRIBE {self.url} RTSP/1.0\r\nCSeq: 1\r\nAccept: application/sdp\r\n\r\n".encode()
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=timeout) as conn:
+                conn.settimeout(timeout)
+                conn.sendall(request)
+                return conn.recv(64).startswith(b"RTSP/1.0 200")
+        except OSError:
+            return False
 
     def pause(self) -> None:
         """Freeze the server: connections stay open but no data flows (a read blocks)."""

@@ -127,15 +127,16 @@ def command(image: Path | None, config: Path | None, repeat: int, warmup: int, i
     ]
     if dlib_cnn:
         detectors.append(("dlib cnn", lambda: create_detector(DlibDetectorSettings(model="cnn", retry_upsample_below=0))))
-    for label, dev, given, model in (
-        ("onnx yunet", "yunet", yunet, "yunet"),
-        ("onnx scrfd 500m", "scrfd_500m", scrfd_500m, "scrfd"),
-        ("onnx scrfd 2.5g", "scrfd_2.5g", scrfd_2_5g, "scrfd"),
+    for label, dev, given, model, backend in (
+        ("onnx yunet", "yunet", yunet, "yunet", "onnxruntime"),
+        ("onnx yunet (opencv)", "yunet", yunet, "yunet", "opencv"),
+        ("onnx scrfd 500m", "scrfd_500m", scrfd_500m, "scrfd", "auto"),
+        ("onnx scrfd 2.5g", "scrfd_2.5g", scrfd_2_5g, "scrfd", "auto"),
     ):
         path = _default_path(given, dev, onnx_det.model_path)
         detectors.append(
-            (label, lambda p=path, m=model: create_detector(
-                OnnxDetectorSettings(model=m, model_path=p, input_size=input_size, threads=1)))
+            (label, lambda p=path, m=model, b=backend: create_detector(
+                OnnxDetectorSettings(model=m, model_path=p, input_size=input_size, threads=1, yunet_backend=b)))
         )
     emb_path = _default_path(mobilefacenet, "mobilefacenet", onnx_emb.model_path)
     embedders: list[tuple[str, Callable[[], Any]]] = [
