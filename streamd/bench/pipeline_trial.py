@@ -285,8 +285,6 @@ def _score(report: TrialReport, results: list[Any], events: list[Any], cams: dic
 
 def run_naive(spec: TrialSpec) -> TrialReport:
     """One thread: VideoCapture decodes every frame; detect, embed every face, search on every sampled frame."""
-    import cv2
-
     from streamd.bench.scenes import load_truth
     from streamd.faces.engine import FaceEngine
     from streamd.index.decision import decide
