@@ -12,6 +12,7 @@ import hashlib
 import os
 import select
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -138,8 +139,6 @@ class RtspServer:
 
     def answers(self, timeout: float = 10.0) -> bool:
         """True when the server answers an RTSP DESCRIBE of its stream with 200 OK (its media prepared)."""
-        import socket
-
         request = f"DESCRIBE {self.url} RTSP/1.0\r\nCSeq: 1\r\nAccept: application/sdp\r\n\r\n".encode()
         try:
             with socket.create_connection(("127.0.0.1", self.port), timeout=timeout) as conn:

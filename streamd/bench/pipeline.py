@@ -281,7 +281,8 @@ def command(
                      warmup_s=warmup, sample_fps=sample_fps, worker_mode=worker_mode, workers=workers,
                      batch_frames=batch_frames, snapshots=snapshots, region_detection=region_detection,
                      work_dir=str(work_dir))
-    out: dict[str, Any] = {"engine": engine, "recogniser": recogniser if engine == "onnx" else None, "gop": gop, "sample_fps": sample_fps, "clips": truths}
+    out: dict[str, Any] = {"engine": engine, "recogniser": recogniser if engine == "onnx" else None, "gop": gop,
+                           "sample_fps": sample_fps, "clips": truths}
     started = time.monotonic()
     described = f"{engine} ({recogniser})" if engine == "onnx" else engine
     echo(f"engine {described}, {clips} clip(s) of {clip_seconds:g} s, 1280x720 H.264 25 fps, GOP {gop}, "

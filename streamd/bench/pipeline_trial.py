@@ -91,9 +91,10 @@ class TrialReport:
         return self.error is None and self.processed_share >= MIN_PROCESSED_SHARE and self.lag_growth_s <= MAX_LAG_GROWTH_S
 
 
-def _children() -> list[int]:
-    """Pids of this process's running children (the worker processes of worker_mode processes)."""
-    me, found = os.getpid(), []
+def _children() -> dict[int, list[str]]:
+    """This process's running children (the worker processes of worker_mode processes): pid -> the
+    fields of ``/proc/<pid>/stat`` after the command name."""
+    me, found = os.getpid(), {}
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
@@ -103,7 +104,7 @@ def _children() -> list[int]:
         except OSError:
             continue
         if int(fields[1]) == me:  # ppid
-            found.append(int(entry))
+            found[int(entry)] = fields
     return found
 
 
@@ -126,16 +127,9 @@ def rss_mib() -> float:
 
 def cpu_seconds() -> float:
     """CPU time of this process and of its running children (the worker processes of worker_mode processes)."""
-    total = time.process_time()
     tick = os.sysconf("SC_CLK_TCK")
-    for pid in _children():
-        try:
-            with open(f"/proc/{pid}/stat") as fh:
-                fields = fh.read().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        total += (int(fields[11]) + int(fields[12])) / tick  # utime + stime
-    return total
+    # utime + stime of each child
+    return time.process_time() + sum((int(f[11]) + int(f[12])) / tick for f in _children().values())
 
 
 def _quantile_ms(values: list[float], q: float) -> float | None:

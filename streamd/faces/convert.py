@@ -147,14 +147,17 @@ def _random_feed(model: Any, batch: int = 2, seed: int = 0) -> dict[str, np.ndar
     return feed
 
 
-def max_relative_difference(reference: bytes, candidate: bytes, feed: dict[str, np.ndarray]) -> float:
-    """Largest |candidate - reference| over every output, relative to the reference's largest |value|."""
-    import onnxruntime as ort
+def max_relative_difference(
+    source: Path, reference: bytes, candidate: bytes, feed: dict[str, np.ndarray]
+) -> float:
+    """Largest |candidate - reference| over every output, relative to the reference's largest |value|.
+
+    ``reference`` and ``candidate`` are two ONNX graphs of ``source`` (named in errors).
+    """
+    from streamd.faces.onnx_engine import ort_session
 
     def run(model_bytes: bytes) -> list[np.ndarray]:
-        opts = ort.SessionOptions()
-        opts.log_severity_level = 3
-        session = ort.InferenceSession(model_bytes, sess_options=opts, providers=["CPUExecutionProvider"])
+        session = ort_session(source, threads=0, model=model_bytes)
         return [np.asarray(o) for o in session.run(None, feed)]
 
     worst = 0.0
@@ -211,7 +214,7 @@ def convert_paddle_model(model_dir: Path, output: Path, *, opset: int = 11, chec
     ready = model.SerializeToString()
     difference = None
     if check:
-        difference = max_relative_difference(plain, ready, _random_feed(model))
+        difference = max_relative_difference(Path(model_dir), plain, ready, _random_feed(model))
         if not difference <= CHECK_TOLERANCE:
             raise ModelError(
                 f"{model_dir}: the rewritten ONNX graph differs from paddle2onnx's by {difference:.2e} "

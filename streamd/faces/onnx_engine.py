@@ -23,10 +23,12 @@ from streamd.types import Face
 # --------------------------------------------------------------------------- helpers
 
 
-def ort_session(path: Path, *, threads: int = 1, device: str = "cpu") -> Any:
+def ort_session(path: Path, *, threads: int = 1, device: str = "cpu", model: bytes | None = None) -> Any:
     """An onnxruntime InferenceSession with ``threads`` intra-op threads (0 = library default).
 
-    ``device`` is ``cpu`` or ``gpu[:N]`` / ``cuda[:N]`` (needs onnxruntime-gpu).
+    ``device`` is ``cpu`` or ``gpu[:N]`` / ``cuda[:N]`` (needs onnxruntime-gpu). ``model``: the
+    model's bytes when they are not the file at ``path`` as it is (rewritten in memory); ``path``
+    still names it in errors.
     """
     import onnxruntime as ort
 
@@ -47,7 +49,7 @@ def ort_session(path: Path, *, threads: int = 1, device: str = "cpu") -> Any:
     elif kind != "cpu":
         raise ModelError(f"engine.device={device!r} is not a device onnxruntime knows (use cpu or gpu:N)")
     try:
-        return ort.InferenceSession(str(path), sess_options=opts, providers=providers)
+        return ort.InferenceSession(str(path) if model is None else model, sess_options=opts, providers=providers)
     except Exception as exc:  # onnxruntime raises its own Fail/InvalidProtobuf/... types
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ModelError(f"{path}: cannot load the ONNX model ({first})") from None

@@ -61,22 +61,9 @@ class YuNetOnnxRuntime:
     def __init__(
         self, model_path: Path, *, det_threshold: float, nms_threshold: float, top_k: int, threads: int = 1
     ) -> None:
-        import onnxruntime as ort
+        from streamd.faces.onnx_engine import ort_session
 
-        opts = ort.SessionOptions()
-        if threads > 0:
-            opts.intra_op_num_threads = threads
-            opts.inter_op_num_threads = 1
-        opts.log_severity_level = 3
-        try:
-            self._session = ort.InferenceSession(
-                dynamic_yunet(model_path), sess_options=opts, providers=["CPUExecutionProvider"]
-            )
-        except ModelError:
-            raise
-        except Exception as exc:  # onnxruntime's own Fail/InvalidGraph types
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise ModelError(f"{model_path}: onnxruntime cannot load it as YuNet ({first})") from None
+        self._session = ort_session(model_path, threads=threads, model=dynamic_yunet(model_path))
         self._input = self._session.get_inputs()[0].name
         self.det_threshold = float(det_threshold)
         self.nms_threshold = float(nms_threshold)

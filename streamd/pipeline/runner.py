@@ -20,8 +20,7 @@ trips cost); with dlib, 2 threads 8.1 frames/s on 1.55 cores, 2 processes 12.5, 
 where 20+ decoder threads and the trackers also want the GIL: YuNet + MobileFaceNet kept up with
 32 streams in processes and 30 in threads (24 and 21 with YuNet on OpenCV's DNN), since the
 engines' Python around each call (resizing, region crops, decoding YuNet's output, alignment)
-runs in the children. ``pipeline.worker_mode: auto`` therefore picks
-processes for dlib and onnx.
+runs in the children. ``pipeline.worker_mode: auto`` therefore picks processes for dlib and onnx.
 """
 
 from __future__ import annotations

@@ -53,8 +53,8 @@ def frame_to_bgr(frame: Any) -> np.ndarray:
     Limited-range yuv420p, what cameras send, goes through OpenCV's ``cvtColor``: 0.42 ms for a
     720p frame, against 1.5 ms for PyAV's ``to_ndarray(format="bgr24")``, which builds a new
     swscale context for every frame object. Both use BT.601 coefficients; their results differ by
-    rounding (mean 1.1-1.2 levels) and, at sharp colour edges, by how chroma is upsampled (up to 6). Any other format (and odd sizes, which the planar
-    layout cannot hold) goes through swscale.
+    rounding (mean 1.1-1.2 levels) and, at sharp colour edges, by how chroma is upsampled (up to
+    6). Any other format (and odd sizes, which the planar layout cannot hold) goes through swscale.
     """
     if (frame.format.name == "yuv420p" and frame.color_range != _FULL_RANGE
             and frame.width % 2 == 0 and frame.height % 2 == 0):
