@@ -18,8 +18,9 @@ Shutdown, in dependency order, within one deadline:
    ``finally`` (the end marker);
 3. the recognition pipeline finishes the frames still queued, flushes every camera's ``end``
    events and joins its workers;
-4. the MQTT publisher sends what it can and leaves the rest in its spool;
-5. the HTTP server stops last, so /metrics answers during the drain.
+4. the snapshot store writes the full frames still waiting for its writer thread;
+5. the MQTT publisher sends what it can and leaves the rest in its spool;
+6. the HTTP server stops last, so /metrics answers during the drain.
 """
 
 from __future__ import annotations
@@ -270,6 +271,8 @@ class App:
             ok &= self.reloader.stop(left(5.0))
         ok &= _stop_sources([c.source for c in cameras], left())
         ok &= self.pipeline.stop(left())
+        if self.snapshots is not None:  # the frames of the last `end` events still waiting
+            ok &= self.snapshots.close(left(5.0))
         if self.publisher is not None:
             self.publisher.stop(left())
         if self.http is not None:

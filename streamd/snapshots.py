@@ -10,6 +10,13 @@ the track's best by ``min_gain``, which keeps JPEG encoding off most samples. Th
 ledger of its files (scanned once at start) so pruning by total size and by age is cheap; it
 runs after every write and whenever :meth:`SnapshotStore.prune` is called.
 
+The face crop is written before :meth:`SnapshotStore.offer` returns, since events name it and
+the MQTT snapshot publisher reads it right away. The full frame (about 5 ms of JPEG encoding
+for 1280x720, twenty times the crop) is handed to a writer thread of the store's own: the
+recognition worker that offered it goes on with the next sample instead of waiting, and when a
+track improves again before its frame was written, only the newest frame is encoded. Call
+:meth:`SnapshotStore.close` at shutdown so that the frames still waiting are written.
+
 One store may serve every camera: its methods are thread-safe. This module imports OpenCV only
 when a store is created, so loading settings stays light.
 """
@@ -34,6 +41,12 @@ log = logging.getLogger(__name__)
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.-]")
 _TMP_SUFFIX = ".tmp"
+#: Full frames waiting for the writer thread at most (~2.7 MB each at 1280x720). Beyond it the
+#: oldest waiting frame is skipped (its track keeps its previous frame file): a picture is never
+#: worth holding up recognition or the daemon's memory.
+MAX_PENDING_FRAMES = 16
+#: Skipped frames are reported at most once per this many seconds.
+_SKIP_LOG_INTERVAL_S = 60.0
 
 
 class SnapshotSettings(BaseModel):
@@ -113,6 +126,14 @@ class SnapshotStore:
         self._total = 0
         #: (camera, key) -> (best weight, relative path of the face crop).
         self._best: dict[tuple[str, str], tuple[float, str]] = {}
+        # Full frames waiting for the writer thread: relative path -> image, oldest first.
+        self._frames: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._frames_changed = threading.Condition(threading.Lock())
+        self._writing = False
+        self._closing = False
+        self._writer: threading.Thread | None = None
+        self._skipped = 0
+        self._last_skip_log = float("-inf")
         try:
             self.dir.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -158,6 +179,8 @@ class SnapshotStore:
         ``key`` names the track (its uid), ``image`` is the BGR frame, ``weight`` the face's
         size x quality weight. Returns the relative path of the track's face crop (the new one,
         or the one kept), or None when the track has none. A failed write is logged, not raised.
+        The crop is on disk when this returns; the full frame follows from the writer thread,
+        which keeps ``image`` until then (callers must not modify it afterwards).
         """
         best = self._best.get((camera, key))
         if best is not None and weight <= best[0] * (1.0 + self.min_gain):
@@ -169,14 +192,94 @@ class SnapshotStore:
         face_path = f"{stem}-face.jpg"
         try:
             self._write(face_path, self._encode(np.ascontiguousarray(image[y1:y2, x1:x2]), self.jpeg_quality))
-            if self.full_frame:
-                self._write(f"{stem}-frame.jpg", self._encode(image, self.jpeg_quality))
         except Exception as exc:  # disk full, permissions: never break the frame path for a picture
             log.warning("snapshot %s not written: %s", self.dir / face_path, exc)
             return best[1] if best else None
         self._best[(camera, key)] = (weight, face_path)
+        if self.full_frame:
+            self._queue_frame(f"{stem}-frame.jpg", image)
         self.prune()
         return face_path
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Wait until the full frames offered so far are written; False if ``timeout`` s passed first."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._frames_changed:
+            while self._frames or self._writing:
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    return False
+                self._frames_changed.wait(left)
+        return True
+
+    def close(self, timeout: float = 5.0) -> bool:
+        """Write the full frames still waiting and stop the writer thread (shutdown).
+
+        True when everything was written within ``timeout`` s. Frames offered afterwards are
+        written in the caller's thread.
+        """
+        with self._frames_changed:
+            self._closing = True
+            self._frames_changed.notify_all()
+            writer = self._writer
+        if writer is None:
+            return True
+        writer.join(timeout)
+        return not writer.is_alive()
+
+    def _queue_frame(self, rel: str, image: np.ndarray) -> None:
+        """Hand a track's new best frame to the writer thread (replacing one it has not written yet)."""
+        with self._frames_changed:
+            if self._closing:
+                inline = True
+            else:
+                inline = False
+                self._frames.pop(rel, None)
+                self._frames[rel] = image
+                while len(self._frames) > MAX_PENDING_FRAMES:
+                    self._frames.popitem(last=False)
+                    self._skipped += 1
+                if self._writer is None:
+                    self._writer = threading.Thread(target=self._write_frames, name="streamd-snapshots", daemon=True)
+                    self._writer.start()
+                self._frames_changed.notify_all()
+            skipped = self._take_skipped()
+        if inline:
+            self._write_frame(rel, image)
+        if skipped:
+            log.warning("snapshots: %d full-frame snapshot(s) skipped: the writer is behind (a slow disk?)", skipped)
+
+    def _write_frames(self) -> None:
+        """The writer thread: encode and write waiting frames, oldest first, until closed and drained."""
+        while True:
+            with self._frames_changed:
+                while not self._frames and not self._closing:
+                    self._frames_changed.wait()
+                if not self._frames:
+                    return
+                rel, image = self._frames.popitem(last=False)
+                self._writing = True
+            try:
+                self._write_frame(rel, image)
+                self.prune()
+            finally:
+                with self._frames_changed:
+                    self._writing = False
+                    self._frames_changed.notify_all()
+
+    def _write_frame(self, rel: str, image: np.ndarray) -> None:
+        try:
+            self._write(rel, self._encode(image, self.jpeg_quality))
+        except Exception as exc:  # the track keeps its previous frame file, if any
+            log.warning("snapshot %s not written: %s", self.dir / rel, exc)
+
+    def _take_skipped(self) -> int:
+        """Frames skipped since the last report, when a report is due (else 0); under the lock."""
+        now = time.monotonic()
+        if not self._skipped or now - self._last_skip_log < _SKIP_LOG_INTERVAL_S:
+            return 0
+        count, self._skipped, self._last_skip_log = self._skipped, 0, now
+        return count
 
     def release(self, camera: str, key: str) -> None:
         """Forget a finished track's best weight (its files stay until pruned)."""
@@ -211,10 +314,14 @@ class SnapshotStore:
 
     def _write(self, rel: str, data: bytes) -> None:
         path = self.dir / rel
-        path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}{_TMP_SUFFIX}")
         try:
-            with open(tmp, "wb") as fh:
+            try:
+                fh = open(tmp, "wb")
+            except FileNotFoundError:  # a camera's first snapshot, or its directory was deleted
+                path.parent.mkdir(parents=True, exist_ok=True)
+                fh = open(tmp, "wb")
+            with fh:
                 fh.write(data)
             os.replace(tmp, path)
         except BaseException:

@@ -13,6 +13,7 @@ import pytest
 from streamd.errors import ModelError
 from streamd.faces.engine import FaceEngine
 from streamd.faces.modelfile import DEV_MODEL_FILES
+from streamd.faces.quality import blur_variance
 from streamd.images import read_image
 from streamd.pipeline.runner import LocalRunner, ProcessRunner, RunnerError
 from streamd.settings import EngineSettings
@@ -68,6 +69,21 @@ def test_a_child_process_finds_and_embeds_the_same_faces_as_the_worker_thread(
         assert a.shape == (1, 128)
         np.testing.assert_allclose(a, b, atol=1e-5)
     assert len(here.seconds) == 2 and v_there.seconds > 0
+
+
+def test_each_face_comes_with_its_sharpness_measured_where_it_was_detected(
+    engine_settings: EngineSettings, frames: list[np.ndarray], child: ProcessRunner
+) -> None:
+    # given the same frames detected in this thread and in a child process
+    local = LocalRunner(FaceEngine.from_settings(engine_settings))
+    here, there = local.detect(frames), child.detect(frames)
+    # then every face has the sharpness the quality gate would measure on it
+    for found in (here, there):
+        assert found.blur is not None
+        assert [len(b) for b in found.blur] == [len(f) for f in found.faces]
+        for image, faces, blurs in zip(frames, found.faces, found.blur):
+            assert list(blurs) == [blur_variance(image, face.box) for face in faces]
+            assert all(b > 10 for b in blurs)  # real photos: sharp
 
 
 def test_detection_regions_reach_the_child_process(

@@ -81,3 +81,25 @@ def test_assess_gives_gate_reasons_and_figures_only_to_faces_that_pass() -> None
     # then
     assert reasons == [None, "low_score"]
     assert quality[0] is not None and quality[1] is None
+
+
+def test_assess_uses_the_sharpness_the_runner_measured() -> None:
+    # given a sharp face whose sharpness the runner measured as nearly flat
+    class Gate:
+        def __init__(self) -> None:
+            self.blurs: list[float | None] = []
+
+        def check(self, image: np.ndarray, face: Face, *, blur: float | None = None) -> str | None:
+            self.blurs.append(blur)
+            return None
+
+    gate, face = Gate(), Face((50, 50, 150, 150), 0.95, FRONTAL)
+    # when
+    _, measured_here = assess(SHARP, [face], gate)
+    _, given = assess(SHARP, [face], gate, [1.0])
+    # then the given figure reaches the gate and the quality figure, instead of a new measurement
+    assert gate.blurs[1] == 1.0 and gate.blurs[0] is not None and gate.blurs[0] > 40
+    assert given[0] is not None and measured_here[0] is not None and given[0] < 0.1 * measured_here[0]
+    # and a list that does not match the faces is refused
+    with pytest.raises(ValueError, match="1 sharpness figures for 2 faces"):
+        assess(SHARP, [face, face], gate, [1.0])

@@ -88,13 +88,18 @@ class CameraRecognition:
         self.m_coverage.inc(plan.coverage)
         return plan
 
-    def update(self, frame: Frame, faces: Sequence[Face], detect_s: float) -> list[EmbedRequest]:
-        """Gate the detected faces and link them to tracks; the faces the tracker wants embedded."""
+    def update(
+        self, frame: Frame, faces: Sequence[Face], detect_s: float, blur: Sequence[float] | None = None
+    ) -> list[EmbedRequest]:
+        """Gate the detected faces and link them to tracks; the faces the tracker wants embedded.
+
+        ``blur``: each face's sharpness when the runner measured it (else it is measured here).
+        """
         self.m_detect.observe(detect_s)
         faces = tuple(faces)
         if faces:
             self.m_detected.inc(len(faces))
-        reasons, quality = assess(frame.image, faces, self.gate)
+        reasons, quality = assess(frame.image, faces, self.gate, blur)
         for reason in reasons:
             if reason is not None:
                 self.m_rejected.labels(self.camera, reason).inc()

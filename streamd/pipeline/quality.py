@@ -46,17 +46,20 @@ def face_quality(image: np.ndarray, face: Face, *, blur: float | None = None) ->
 
 
 def assess(
-    image: np.ndarray, faces: Sequence[Face], gate: Gate | None
+    image: np.ndarray, faces: Sequence[Face], gate: Gate | None, blurs: Sequence[float] | None = None
 ) -> tuple[list[str | None], list[float | None]]:
     """For each face, the gate's rejection reason (None = embed it) and its quality figure.
 
     A rejected face has no figure (None): the tracker follows it but never asks to embed it.
+    ``blurs``: the faces' :func:`blur_variance` when the runner measured them already.
     """
+    if blurs is not None and len(blurs) != len(faces):
+        raise ValueError(f"assess: {len(blurs)} sharpness figures for {len(faces)} faces")
     reasons: list[str | None] = []
     quality: list[float | None] = []
-    for face in faces:
+    for n, face in enumerate(faces):
         # The gate and the figure both need the sharpness: measure it once.
-        blur = blur_variance(image, face.box)
+        blur = blur_variance(image, face.box) if blurs is None else blurs[n]
         reason = gate.check(image, face, blur=blur) if gate is not None else None
         reasons.append(reason)
         quality.append(None if reason is not None else face_quality(image, face, blur=blur))

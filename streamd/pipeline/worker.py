@@ -140,8 +140,9 @@ class RecognitionWorker:
         plans = [camera.plan(frame) for camera, frame in frames]
         found = runner.detect([frame.image for _, frame in frames], [plan.regions for plan in plans])
         wanted = []
-        for (camera, frame), faces, seconds in zip(frames, found.faces, found.seconds):
-            requests = camera.update(frame, faces, seconds)
+        blurs = found.blur if found.blur is not None else (None,) * len(frames)
+        for (camera, frame), faces, seconds, blur in zip(frames, found.faces, found.seconds, blurs):
+            requests = camera.update(frame, faces, seconds, blur)
             wanted.append([r.face_index for r in requests])
         batch = [(i, [found.faces[i][k] for k in idx]) for i, idx in enumerate(wanted) if idx]
         vectors: dict[int, np.ndarray] = {}
