@@ -61,7 +61,9 @@ class SnapshotSettings(BaseModel):
     )
     max_age_days: float = Field(7.0, gt=0, description="Files older than this are deleted.")
     full_frame: bool = Field(
-        True, description="Keep the whole frame beside the face crop. Costs about 10x the disk and encode time."
+        True,
+        description="Keep the whole frame beside the face crop. Costs about 10x the disk and encode time; a "
+        "thread of its own writes it (the newest per track), a few milliseconds after the crop.",
     )
     jpeg_quality: int = Field(85, ge=10, le=100, description="JPEG quality; higher is sharper and larger.")
     crop_margin: float = Field(
