@@ -76,10 +76,10 @@ class YuNetOnnxRuntime:
         blob = np.zeros((1, 3, pad_h, pad_w), np.float32)
         blob[0, :, :h, :w] = image.transpose(2, 0, 1)
         out = dict(zip(OUTPUTS, self._session.run(list(OUTPUTS), {self._input: blob}), strict=True))
-        rows = [self._decode(out, s, pad_h // s, pad_w // s) for s in STRIDES]
-        faces = np.concatenate([r for r in rows if len(r)]) if any(len(r) for r in rows) else None
-        if faces is None:
+        rows = [r for r in (self._decode(out, s, pad_h // s, pad_w // s) for s in STRIDES) if len(r)]
+        if not rows:
             return None
+        faces = np.concatenate(rows)
         if len(faces) > 1:
             keep = cv2.dnn.NMSBoxes(faces[:, :4].tolist(), faces[:, 14].tolist(), self.det_threshold,
                                     self.nms_threshold, 1.0, self.top_k)
