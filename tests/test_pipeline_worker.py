@@ -384,3 +384,21 @@ def test_a_slow_engine_never_makes_the_decoder_fall_behind_live(tmp_path) -> Non
     assert len(results) <= 10
     waits = [r.decided_at - r.captured_at - 0.5 for r in results]
     assert max(waits) < 2 * 0.5 + 0.5
+
+
+def test_starting_the_pipeline_turns_opencvs_own_thread_pool_off() -> None:
+    # given OpenCV with a pool of its own
+    import cv2
+
+    before = cv2.getNumThreads()
+    cv2.setNumThreads(4)
+    assert cv2.getNumThreads() == 4
+    pipeline, _, _, _ = make_pipeline(FakeRunner({}), None)
+    try:
+        # when the pipeline starts
+        pipeline.start()
+        # then OpenCV calls run in the calling thread: the cameras and workers are the parallelism
+        assert cv2.getNumThreads() == 1
+    finally:
+        pipeline.stop(timeout=2.0)
+        cv2.setNumThreads(before)

@@ -29,7 +29,7 @@ from streamd.pipeline.camera import CameraRecognition
 from streamd.pipeline.config import RegionDetectionSettings
 from streamd.pipeline.quality import Gate
 from streamd.pipeline.regions import RegionPlanner
-from streamd.pipeline.runner import FaceRunner
+from streamd.pipeline.runner import FaceRunner, single_threaded_opencv
 from streamd.pipeline.scheduler import FrameScheduler
 from streamd.pipeline.worker import RecognitionWorker, ResultCallback
 from streamd.snapshots import SnapshotStore
@@ -174,6 +174,7 @@ class RecognitionPipeline:
             raise RuntimeError("RecognitionPipeline.start() called twice")
         self._started = True
         single_threaded_search()
+        single_threaded_opencv()
         try:
             for n in range(self._worker_count):
                 worker = RecognitionWorker(

@@ -173,6 +173,23 @@ class LocalRunner:
         self._images = ()
 
 
+def single_threaded_opencv() -> None:
+    """Make OpenCV run its calls in the calling thread, without its own thread pool (process-wide).
+
+    The daemon calls OpenCV from many threads at once (camera threads convert sampled frames,
+    workers and recognition processes resize, measure motion and sharpness, align faces), on
+    small images. Splitting such a call over the pool gains little, and afterwards the pool's
+    threads busy-wait (``sched_yield``) for the next call: at 30 streams on 2 cores the pool
+    thread took 3.4 % of all CPU samples, four fifths of it yielding, and a run of 34 streams
+    needed 1.70-1.74 cores with one thread against 1.78-1.80 with the pool. The cameras and
+    workers are the parallelism. An OpenCV-backed engine set up afterwards (YuNet on
+    ``cv2.FaceDetectorYN`` with ``threads``) still sets its own figure.
+    """
+    import cv2
+
+    cv2.setNumThreads(1)
+
+
 # --------------------------------------------------------------------------- child process
 
 
@@ -279,6 +296,7 @@ def child_main(conn: Any, engine_settings: EngineSettings) -> None:
     try:
         from streamd.faces.engine import FaceEngine
 
+        single_threaded_opencv()  # before the engine, which may set a figure of its own
         engine = FaceEngine.from_settings(engine_settings)
         compute = FaceCompute(engine.detector, engine.embedder)
     except Exception as exc:  # noqa: BLE001 - reported to the parent as one line
