@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from itertools import pairwise
 from pathlib import Path
 
+import numpy as np
 import pytest
 from rtsp import camera_threads, clip_720p, make_clip, wait_for  # noqa: F401 (clip_720p is a fixture)
 
@@ -70,10 +71,11 @@ def test_a_file_is_sampled_at_the_configured_fps_by_timestamps(clip_720p: Path) 
     assert frames[0].image.shape == (360, 640, 3)
     assert source.state.status == "ended" and source.state.mode == "full"
     assert (source.state.width, source.state.height) == (1280, 720)
-    assert _metric(metrics, "streamd_frames_decoded_total", camera="file") == 150
+    # every frame but the GOPs' dead tails, once the GOP is known (3 intervals): 4 frames of 25 in 3 GOPs
+    assert _metric(metrics, "streamd_frames_decoded_total", camera="file") == 150 - 3 * 4
     assert _metric(metrics, "streamd_frames_sampled_total", camera="file") == 30
     assert _metric(metrics, "streamd_frames_dropped_total", camera="file", reason="queue_full") == 0
-    assert _metric(metrics, "streamd_stage_duration_seconds_count", camera="file", stage="decode") == 150
+    assert _metric(metrics, "streamd_stage_duration_seconds_count", camera="file", stage="decode") == 138
     assert _metric(metrics, "streamd_stage_duration_seconds_count", camera="file", stage="convert") == 30
     assert _metric(metrics, "streamd_stage_duration_seconds_sum", camera="file", stage="decode") > 0
 
@@ -104,7 +106,78 @@ def test_full_decoding_is_kept_when_sampling_above_the_keyframe_rate(clip_720p: 
 
     # then
     assert source.state.mode == "full"
+    # every frame: the sampler's early tolerance (a tenth of its period) takes the frame just before
+    # each keyframe, so no GOP has a dead tail here
     assert _metric(metrics, "streamd_frames_decoded_total", camera="full") == 150
+
+
+def _same_samples(a: list[Frame], b: list[Frame], *, gaps: bool = True) -> None:
+    assert [f.pts for f in a] == [f.pts for f in b]
+    if gaps:
+        assert [f.skipped for f in a] == [f.skipped for f in b]
+    for x, y in zip(a, b):
+        assert np.array_equal(x.image, y.image), f"sample at {x.pts} s differs"
+
+
+def test_the_frames_after_a_gops_last_sample_are_not_decoded_and_the_samples_stay_the_same(clip_720p: Path) -> None:
+    # given a keyframe every second, 5 samples a second, and the same camera told to decode every frame
+    auto, full = Metrics(), Metrics()
+
+    # when
+    frames, _ = _read_all(CameraSettings(name="auto", url=str(clip_720p), sample_fps=5), auto)
+    every, _ = _read_all(CameraSettings(name="all", url=str(clip_720p), sample_fps=5, decode="full"), full)
+
+    # then the samples are the same frames, pixel for pixel, with the same gaps for the tracker
+    assert len(frames) == 30
+    _same_samples(frames, every)
+    # and frames 21-24 of each GOP were left undecoded once the GOP was known
+    assert _metric(auto, "streamd_frames_decoded_total", camera="auto") == 150 - 3 * 4
+    assert _metric(full, "streamd_frames_decoded_total", camera="all") == 150
+    assert _metric(auto, "streamd_stream_errors_total", camera="auto", kind="keyframes") == 0
+
+
+def test_a_keyframe_later_than_the_gop_said_costs_no_damaged_sample_and_ends_the_skipping(
+    tmp_path_factory: pytest.TempPathFactory, faces_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # given keyframes every second for 4 s, then one 1.6 s later (a camera that changed its GOP)
+    clip = make_clip(tmp_path_factory, faces_dir, "hamilton-720p-late-keyframe.mp4", seconds=8.0,
+                     keyframes=(0, 25, 50, 75, 100, 140, 165))
+    metrics, full = Metrics(), Metrics()
+
+    # when it is read with 5 samples a second, and again decoding every frame
+    with caplog.at_level(logging.WARNING):
+        frames, _ = _read_all(CameraSettings(name="late", url=str(clip), sample_fps=5), metrics)
+    every, _ = _read_all(CameraSettings(name="all", url=str(clip), sample_fps=5, decode="full"), full)
+
+    # then the frames between the predicted and the real keyframe lacked references: they were
+    # skipped as damaged, never sampled
+    assert _metric(metrics, "streamd_stream_errors_total", camera="late", kind="keyframes") == 1
+    assert "a keyframe came later than its regular interval" in caplog.text
+    lost = _metric(metrics, "streamd_stream_errors_total", camera="late", kind="corrupt")
+    assert lost == 15  # 5.0 s to 5.56 s
+    by_pts = {f.pts: f for f in every}
+    assert len(frames) == len(every) - 3  # the samples due at 5.0, 5.2 and 5.4 s
+    _same_samples(frames, [by_pts[f.pts] for f in frames], gaps=False)
+    assert {round(f.pts, 2) for f in every} - {round(f.pts, 2) for f in frames} == {5.0, 5.2, 5.4}
+    # and the tracker is told how far apart the samples around the hole are (4.8 s and 5.6 s)
+    assert [(round(f.pts, 2), f.skipped) for f in frames[24:26]] == [(4.8, 4), (5.6, 19)]
+    # and from then on every frame was decoded: 150 - 4 (GOP at 3 s) - 4 (at 4 s, whose tail was
+    # skipped before the keyframe came late)
+    assert _metric(metrics, "streamd_frames_decoded_total", camera="late") == 200 - 4 - 4
+
+
+def test_streams_with_b_frames_decode_every_frame(tmp_path_factory: pytest.TempPathFactory, faces_dir: Path) -> None:
+    # given a clip with B-frames: packets come in decoding order, not in time order
+    clip = make_clip(tmp_path_factory, faces_dir, "hamilton-720p-bframes.mp4", seconds=6.0, bframes=2)
+    metrics, full = Metrics(), Metrics()
+
+    # when
+    frames, _ = _read_all(CameraSettings(name="b", url=str(clip), sample_fps=5), metrics)
+    every, _ = _read_all(CameraSettings(name="all", url=str(clip), sample_fps=5, decode="full"), full)
+
+    # then nothing is left out: a frame's successors in time may come before it
+    assert _metric(metrics, "streamd_frames_decoded_total", camera="b") == 150
+    _same_samples(frames, every)
 
 
 def test_a_looping_file_keeps_timestamps_increasing_across_loops(clip_720p: Path) -> None:
@@ -114,10 +187,13 @@ def test_a_looping_file_keeps_timestamps_increasing_across_loops(clip_720p: Path
     # when 2.5 loops are read
     frames, source = _collect(settings, 75, Metrics())
 
-    # then
+    # then the clock runs on across the seams, even when a GOP's dead tail (left undecoded) ends the file
     pts = [f.pts for f in frames]
     assert all(b > a for a, b in pairwise(pts))
+    assert [round(b - a, 3) for a, b in pairwise(pts[:75])] == [0.2] * 74
     assert pts[74] == pytest.approx(14.8, abs=0.05)
+    # and each loop starts at its right time: the sample at 6 s is the clip's first frame again
+    assert round(pts[30], 3) == 6.0 and np.array_equal(frames[30].image, frames[0].image)
     assert source.state.status == "stopped"
 
 

@@ -37,6 +37,7 @@ class FakeReader:
         self.mode = "full"
         self.width, self.height = 8, 6
         self.keyframe_interval = 1.0
+        self.wanted_from: float | None = None
         self.closed = False
 
     def frames(self) -> Iterator[Decoded]:

@@ -5,6 +5,10 @@ second are sampled. When the sample rate is at or below the stream's keyframe ra
 keyframes only (``skip_frame = "NONKEY"``) loses nothing the sampler would have kept and cuts
 decode work by about the GOP length. The keyframe interval is not announced by RTSP, so it is
 measured on the fly from the packets' keyframe flags.
+
+Above the keyframe rate every frame is decoded, except a GOP's *dead tail*: the frames after its
+last sample, which no sample needs once the GOP is known to be fixed (see
+``PyAVReader._in_dead_tail``; :meth:`KeyframeMeter.next_expected` predicts the next keyframe).
 """
 
 from __future__ import annotations
@@ -45,6 +49,15 @@ class KeyframeMeter:
             else:
                 self._intervals.append(delta)
         self._last = pts
+
+    def next_expected(self, tolerance: float) -> float | None:
+        """When the next keyframe should come: the last one plus the interval, once at least three
+        intervals in a row agreed within ``tolerance`` seconds (a fixed GOP); None otherwise."""
+        if self._last is None or len(self._intervals) < 3:
+            return None
+        if max(self._intervals) - min(self._intervals) > tolerance:
+            return None
+        return self._last + self._intervals[-1]
 
     @property
     def interval(self) -> float | None:

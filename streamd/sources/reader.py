@@ -53,6 +53,9 @@ class VideoReader(Protocol):
     height: int
     #: Measured keyframe interval in seconds, None until known.
     keyframe_interval: float | None
+    #: Set by the supervisor after each frame: the earliest pts its sampler keeps next (None: any).
+    #: A reader may leave frames before it undecoded when no later frame needs them.
+    wanted_from: float | None
 
     def frames(self) -> Iterator[Decoded]:
         """Decoded frames until the end of a file (without loop); raises SourceError on failure."""

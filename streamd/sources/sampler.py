@@ -32,6 +32,17 @@ class Sampler:
         self._since_last = 0
         self.skipped = 0
 
+    def skip(self, frames: int = 1) -> None:
+        """Frames of the source that went by unoffered (damaged ones): they count in :attr:`skipped`."""
+        self._since_last += frames
+
+    @property
+    def wanted_from(self) -> float | None:
+        """The earliest pts :meth:`offer` would keep next; None before the schedule started."""
+        if self._due is None:
+            return None
+        return self._due - self.EARLY_TOLERANCE * self.period
+
     def reset(self) -> None:
         """Forget the schedule (a new connection): the next frame is taken."""
         self._due = None

@@ -205,9 +205,11 @@ class CameraSource:
                     self._track_mode(reader)
                 if decoded.corrupt:
                     self._soft_error("corrupt", f"camera {s.name!r}: frame with decoding errors skipped")
+                    sampler.skip(1 + decoded.unseen)  # the tracker's period still counts them
                     continue
                 if sampler.offer(decoded.pts, decoded.unseen):
                     self._emit(decoded, sampler.skipped)
+                reader.wanted_from = sampler.wanted_from  # frames before it may go undecoded
                 if self._stop.is_set():
                     return False
             return not self._stop.is_set()

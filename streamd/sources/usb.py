@@ -97,6 +97,7 @@ class OpenCVReader:
         self.width = 0
         self.height = 0
         self.keyframe_interval: float | None = None
+        self.wanted_from: float | None = None  # a hint this reader does not use
 
     def open(self) -> OpenCVReader:
         import cv2
