@@ -183,7 +183,8 @@ class PyAVReader:
             self.open()
         s = self.settings
         stream, ctx = self._stream, self._stream.codec_context
-        time_base = stream.time_base
+        # Packet times as floats, converted once: Fraction arithmetic on every packet is slow.
+        time_base = float(stream.time_base)
         loop_offset = 0.0
         last_pts: float | None = None
         frame_step = 1.0 / float(stream.average_rate) if stream.average_rate else 0.04
@@ -202,15 +203,15 @@ class PyAVReader:
                     decoded = self._decode(ctx, None)  # flush at the end of a file
                 else:
                     packets_since_frame += 1
+                    pts_in = packet.pts * time_base + loop_offset if packet.pts is not None else None
                     if packet.is_keyframe:
                         keyframes_since_frame += 1
-                        if packet.pts is not None:
-                            self._meter.add(float(packet.pts * time_base) + loop_offset)
+                        if pts_in is not None:
+                            self._meter.add(pts_in)
                             self._update_mode()
                     if self.mode == "keyframes" and keyframes_since_frame > KEYFRAME_MODE_GIVE_UP:
                         self._give_up_keyframes()
-                    if self._tails and packet.pts is not None:
-                        pts_in = float(packet.pts * time_base) + loop_offset
+                    if self._tails and pts_in is not None:
                         if not packet.is_keyframe and self._in_dead_tail(pts_in, last_packet_pts, frame_step,
                                                                          tail_skipped):
                             tail_skipped += 1
@@ -261,7 +262,7 @@ class PyAVReader:
             end = max(last_pts, last_packet_pts) if last_packet_pts is not None else last_pts
             loop_offset = end + frame_step - (first_pts or 0.0)
             stream, ctx = self._rewind()
-            time_base = stream.time_base
+            time_base = float(stream.time_base)
 
     def _in_dead_tail(self, pts: float, previous: float | None, frame_step: float, skipped: int) -> bool:
         """Whether the non-key packet at ``pts`` may go undecoded: it lies in the *dead tail* of its GOP.
