@@ -110,7 +110,7 @@ class TrackingSettings(BaseModel):
         description="An unnamed track stops spending embed_budget once min_votes of its faces were embedded "
         "and the closest any came to a gallery face is under this similarity: someone not enrolled, not a "
         "hard face of someone who is. It is then re-checked like a named track. Unset = two thirds of the "
-        "vote threshold (0.30 for MobileFaceNet at 0.45; 0.61 for dlib at 0.91, i.e. distance 0.88). "
+        "vote threshold (0.30 for MobileFaceNet at 0.45; 0.62 for dlib at 0.93, i.e. distance 0.87). "
         "Measured on the benchmark's scenes (MobileFaceNet): never-enrolled people's faces come within "
         "0.09-0.27 of a name, enrolled people's own matches stay at 0.36 or above. -1 spends the whole budget.",
     )
