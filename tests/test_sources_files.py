@@ -193,8 +193,7 @@ def test_deblocking_is_skipped_by_default_and_changes_the_frames_only_slightly(
 
     # given a clip encoded the way cameras encode, with the deblocking filter (x264's ultrafast,
     # which the other clips use for speed, turns it off)
-    clip = make_clip(tmp_path_factory, faces_dir, "hamilton-720p-deblocked.mp4", seconds=4.0,
-                          preset="veryfast")
+    clip = make_clip(tmp_path_factory, faces_dir, "hamilton-720p-deblocked.mp4", seconds=4.0, preset="veryfast")
 
     # when the same clip is read with the default (no deblocking) and with the codec's filter on
     fast, _ = _read_all(CameraSettings(name="fast", url=str(clip), sample_fps=5))

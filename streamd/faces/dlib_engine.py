@@ -61,10 +61,11 @@ ARCFACE_IN_DLIB_TEMPLATE = np.array(
 )
 
 #: The default cosine threshold for dlib's L2-normalised ResNet vectors: a little stricter than
-#: dlib's own "distance < 0.6" rule, which is 0.91. Raw descriptors have norms of 1.43 +- 0.07 (median 1.43, LFW View-1 test images), so for two of
-#: them d^2 = 2 * 1.43^2 * (1 - cos) and d = 0.6 is cos = 1 - 0.36 / (2 * 1.43^2) = 0.912. On the
-#: 1000 LFW View-1 test pairs cosine >= 0.91 agrees with d < 0.6 on 98.9 % of the pairs and gives
-#: 98.8 % accuracy (TAR 98.2 %, FAR 0.6 %; d < 0.6 itself: 98.5 %).
+#: dlib's own "distance < 0.6" rule, which is 0.91. Raw descriptors have norms of 1.43 +- 0.07
+#: (median 1.43, LFW View-1 test images), so for two of them d^2 = 2 * 1.43^2 * (1 - cos) and
+#: d = 0.6 is cos = 1 - 0.36 / (2 * 1.43^2) = 0.912. On the 1000 LFW View-1 test pairs cosine
+#: >= 0.91 agrees with d < 0.6 on 98.9 % of the pairs and gives 98.8 % accuracy (TAR 98.2 %,
+#: FAR 0.6 %; d < 0.6 itself: 98.5 %).
 #: That is a verification figure (pairs). A camera daemon does open-set identification, where a
 #: stranger given a name is the costly error: `streamd eval ident` (340 people of identities/, 2
 #: enrolment images, 20 % never enrolled) names 86.3 % of known probes at 0.90-0.93 alike, and
