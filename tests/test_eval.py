@@ -1,4 +1,7 @@
-"""`streamd eval pairs|ident`: list parsing and scoring (units), and small real runs through the CLI."""
+"""`streamd eval pairs|ident`: list parsing and scoring (units), and small real runs through the CLI.
+
+The calibration arithmetic and `eval gate` are tested in test_eval_gate.py.
+"""
 
 from __future__ import annotations
 
@@ -320,13 +323,14 @@ def test_eval_ident_cli_on_real_identities(tmp_path, models_dir, faces_dir):
     # when identified with 2 enrolled images each and a quarter of the people held out
     result = CliRunner().invoke(
         cli,
-        ["eval", "ident", "--root", str(root), "--enrol", "2", "--unknown-share", "0.25", "--seed", "3",
-         *_onnx_args(models_dir), "--json", str(out)],
+        ["eval", "ident", "--root", str(root), "--half", "all", "--enrol", "2", "--unknown-share", "0.25",
+         "--seed", "3", *_onnx_args(models_dir), "--json", str(out)],
     )
 
     # then the table lists the thresholds, marks the configured one, and the JSON holds the counts
     assert result.exit_code == 0, result.output
     assert "8 people, 6 enrolled with up to 2 image(s) each, 2 held out as unknown (seed 3)" in result.output
+    assert "half: all (8 identities of 8 folders, same-person folders merged)" in result.output
     assert "*  0.450" in result.output
     data = json.loads(out.read_text())
     assert data["gallery_vectors"] == 12 and data["known_probes"] == 18 and data["unknown_probes"] == 6
@@ -334,6 +338,46 @@ def test_eval_ident_cli_on_real_identities(tmp_path, models_dir, faces_dir):
     assert at_default["correct"] + at_default["wrong"] + at_default["rejected"] == 18
     assert at_default["correct_rate"] >= 0.8
     assert at_default["false_accept_rate"] <= 1 / 6
+    assert data["half"] == "all" and data["identities"] == 8
+
+
+@pytest.mark.shared
+def test_eval_ident_cli_uses_one_half_and_calibrates_the_threshold(tmp_path, models_dir, faces_dir):
+    from streamd.eval.gate import allowed_count
+    from streamd.eval.split import half_of, identity_of
+
+    # given ten folders, two of them one person (Jennifer_Aniston = deepface_id02), five images each
+    folders = ["Antonio_Palocci", "Bill_Simon", "David_Beckham", "Gerhard_Schroeder", "Howard_Dean", "Hugo_Chavez",
+               "Jennifer_Lopez", "Serena_Williams", "Jennifer_Aniston", "deepface_id02"]
+    root = tmp_path / "ids"
+    for name in folders:
+        (root / name).mkdir(parents=True)
+        for img in sorted((faces_dir / "identities" / name).glob("*.jpg"))[:5]:
+            (root / name / img.name).symlink_to(img)
+    tune = sorted({identity_of(n) for n in folders if half_of(identity_of(n)) == "tune"})
+    out = tmp_path / "ident.json"
+
+    # when identified on the tuning half, with no unknown probe allowed a name
+    result = CliRunner().invoke(
+        cli,
+        ["eval", "ident", "--root", str(root), "--half", "tune", "--unknown-share", "0.3", "--seed", "1",
+         "--max-false-accept", "0", *_onnx_args(models_dir), "--json", str(out)],
+    )
+
+    # then only the tuning half's identities take part, the two Aniston folders as one person
+    assert result.exit_code == 0, result.output
+    assert f"half: tune ({len(tune)} identities of 10 folders, same-person folders merged)" in result.output
+    assert "lowest threshold naming at most 0 % of unknown probes (step 0.005): " in result.output
+    data = json.loads(out.read_text())
+    assert data["half"] == "tune" and data["identities"] == len(tune) == data["people"]
+    assert "deepface_id02" not in data["unknown_people"]
+    # and the calibrated threshold is the lowest 0.005 step within the share: the grid agrees on every side
+    calibrated, allowed = data["calibrated"], allowed_count(data["unknown_probes"], 0.0)
+    assert calibrated["false_accept"] == allowed == 0 and data["max_false_accept"] == 0.0
+    above = [row["threshold"] >= calibrated["threshold"] - 1e-9 for row in data["results"]]
+    assert any(above) and not all(above)  # this data has grid rows on both sides
+    for row, is_above in zip(data["results"], above):
+        assert (row["false_accept"] <= allowed) == is_above, row
 
 
 @pytest.mark.parametrize(

@@ -7,12 +7,12 @@ import importlib
 import click
 
 # Modules under streamd.eval that export a click command named ``command``.
-_SUBCOMMANDS: tuple[str, ...] = ("pairs", "ident")
+_SUBCOMMANDS: tuple[str, ...] = ("pairs", "ident", "gate")
 
 
 @click.group("eval")
 def command() -> None:
-    """Measure recognition accuracy (verification pairs, open-set identification)."""
+    """Measure recognition accuracy (verification pairs, open-set identification) and calibrate the tracker's gate."""
 
 
 for _name in _SUBCOMMANDS:

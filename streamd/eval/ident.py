@@ -6,6 +6,12 @@ their next ``--probes`` images are probes. Each probe's largest face is searched
 ``index.rec_topk``) and named by the same open-set rule the daemon uses (``decide`` with the
 threshold and ``index.margin``). Known probes end as named correctly, wrongly named or rejected
 (a probe without a face is rejected); unknown probes given any name are false accepts.
+
+People are taken from one half of the split (:mod:`streamd.eval.split`, ``--half``, default the
+report half), after the folders known to hold one person under two names are merged. Besides the
+threshold grid, the lowest threshold at which at most ``--max-false-accept`` of the unknown probes
+are named is printed: run on the tuning half, that is how an embedder's default threshold is
+chosen; the report half then says what that threshold does on people it was not chosen on.
 """
 
 from __future__ import annotations
@@ -29,7 +35,12 @@ from streamd.eval.features import (
     pct,
     write_json,
 )
+from streamd.eval.gate import lowest_threshold
+from streamd.eval.split import HALVES, select_people
 from streamd.images import is_image_path
+
+#: Calibrated thresholds are multiples of this.
+CALIBRATION_STEP = 0.005
 
 
 @dataclass(frozen=True)
@@ -139,6 +150,42 @@ def score_probes(
     return outcomes
 
 
+def naming_scores(library: Any, unknown: list[tuple[str, ImageFeature]], *, margin: float, topk: int) -> np.ndarray:
+    """For each probe, the highest threshold at which the daemon's rule gives it a name (-inf: never).
+
+    ``decide`` names a probe when its best score reaches the threshold and its margin holds; the
+    margin does not depend on the threshold, so a probe is named at ``t`` exactly when its score
+    here is ``>= t``. A probe without a face is never named.
+    """
+    from streamd.index.decision import decide
+
+    vecs = [f.vector for _, f in unknown if f.vector is not None]
+    found = iter(library.search(np.stack(vecs), topk) if vecs else [])
+    out = np.full(len(unknown), -np.inf)
+    for k, (_, f) in enumerate(unknown):
+        if f.vector is None:
+            continue
+        d = decide(next(found), -np.inf, margin)
+        if d.label is not None:
+            out[k] = d.score
+    return out
+
+
+def calibrate_threshold(
+    library: Any,
+    known: list[tuple[str, ImageFeature]],
+    unknown: list[tuple[str, ImageFeature]],
+    max_false_accept: float,
+    *,
+    margin: float,
+    topk: int,
+    step: float = CALIBRATION_STEP,
+) -> Outcome:
+    """The outcomes at the lowest threshold (a multiple of ``step``) naming at most that share of unknown probes."""
+    t = lowest_threshold(naming_scores(library, unknown, margin=margin, topk=topk), max_false_accept, step=step)
+    return score_probes(library, known, unknown, [t], margin=margin, topk=topk)[0]
+
+
 def threshold_grid(default: float, extra: tuple[float, ...]) -> list[float]:
     """The thresholds to report: the given ones, or six around the default (3 steps below, 2 above).
 
@@ -153,6 +200,10 @@ def threshold_grid(default: float, extra: tuple[float, ...]) -> list[float]:
 
 @click.command("ident")
 @click.option("--root", required=True, type=click.Path(path_type=Path, file_okay=False), help="Folder of <ID>/*.jpg.")
+@click.option(
+    "--half", type=click.Choice(HALVES), default="report", show_default=True,
+    help="Which half of the identities to use (streamd.eval.split): tune to choose defaults, report to judge them.",
+)
 @click.option("--enrol", type=click.IntRange(min=1), default=2, show_default=True, help="Images enrolled per known person.")
 @click.option(
     "--probes", type=click.IntRange(min=0), default=3, show_default=True,
@@ -168,15 +219,22 @@ def threshold_grid(default: float, extra: tuple[float, ...]) -> list[float]:
     "--thresholds", type=str, default=None,
     help="Comma-separated thresholds to report (default: around the configured one).",
 )
+@click.option(
+    "--max-false-accept", type=click.FloatRange(0.0, 1.0, max_open=True), default=0.01, show_default=True,
+    help=f"Also print the lowest threshold (a multiple of {CALIBRATION_STEP}) naming at most this share of "
+    "unknown probes.",
+)
 @engine_options
-def command(root: Path, enrol: int, probes: int, unknown_share: float, seed: int, margin: float | None,
-            thresholds: str | None, config: Path | None, detector: str | None, det_model: str | None,
-            det_model_path: Path | None, embedder: str | None, emb_model_path: Path | None,
+def command(root: Path, half: str, enrol: int, probes: int, unknown_share: float, seed: int, margin: float | None,
+            thresholds: str | None, max_false_accept: float, config: Path | None, detector: str | None,
+            det_model: str | None, det_model_path: Path | None, embedder: str | None, emb_model_path: Path | None,
             threshold: float | None, gate: bool, cache_file: Path | None, json_file: Path | None) -> None:
     """Open-set identification: enrol N images per person, probe with others, hold some people out.
 
     Prints, at several thresholds (the configured one marked *): known probes named correctly,
-    wrongly named and rejected, and unknown probes that were given a name (false accepts).
+    wrongly named and rejected, and unknown probes that were given a name (false accepts); then
+    the lowest threshold naming at most --max-false-accept of the unknown probes. People come
+    from --half of the fixed split (same-person folders merged): choose on tune, report on report.
     """
     from streamd.index.library import FeatureLibrary
 
@@ -188,7 +246,11 @@ def command(root: Path, enrol: int, probes: int, unknown_share: float, seed: int
         config, detector=detector, det_model=det_model, det_model_path=det_model_path,
         embedder=embedder, emb_model_path=emb_model_path, threshold=threshold,
     )
-    split = split_people(list_people(root), enrol=enrol, probes=probes, unknown_share=unknown_share, seed=seed)
+    folders = list_people(root)
+    people = select_people(folders, half)  # type: ignore[arg-type]
+    if not people:
+        raise DatasetError(f"{root}: no identities in the {half} half")
+    split = split_people(people, enrol=enrol, probes=probes, unknown_share=unknown_share, seed=seed)
     engine, store = open_features(settings, gate=gate, cache_file=cache_file)
     paths = [p for imgs in split.gallery.values() for p in imgs]
     paths += [p for _, p in split.known_probes] + [p for _, p in split.unknown_probes]
@@ -216,6 +278,9 @@ def command(root: Path, enrol: int, probes: int, unknown_share: float, seed: int
     outcomes = score_probes(
         library, known, unknown, threshold_grid(default_t, extra), margin=used_margin, topk=settings.index.rec_topk
     )
+    calibrated = calibrate_threshold(
+        library, known, unknown, max_false_accept, margin=used_margin, topk=settings.index.rec_topk
+    )
 
     no_face_known = sum(f.vector is None for _, f in known)
     no_face_unknown = sum(f.vector is None for _, f in unknown)
@@ -224,6 +289,7 @@ def command(root: Path, enrol: int, probes: int, unknown_share: float, seed: int
         f"Open-set identification on {root}: {n_people} people, {len(split.gallery)} enrolled with up to "
         f"{enrol} image(s) each, {len(split.unknown_people)} held out as unknown (seed {seed})"
     )
+    click.echo(f"half: {half} ({len(people)} identities of {len(folders)} folders, same-person folders merged)")
     click.echo(f"engine: {describe_engine(engine)}{', quality gate on' if gate else ''}")
     click.echo(
         f"gallery: {len(vectors)} vectors of {enrolled} people ({len(gallery_misses)} gallery image(s) without a usable face)"
@@ -242,6 +308,17 @@ def command(root: Path, enrol: int, probes: int, unknown_share: float, seed: int
             f"  {mark} {o.threshold:6.3f}  |    {pct(o.correct, o.known)}     |   {pct(o.wrong, o.known)}   "
             f"|  {pct(o.rejected, o.known)}  |   {pct(o.false_accept, o.unknown)}"
         )
+    click.echo("")
+    c = calibrated
+    click.echo(
+        f"lowest threshold naming at most {max_false_accept * 100:g} % of unknown probes (step {CALIBRATION_STEP}): "
+        f"{c.threshold:.3f}{'' if half == 'tune' else ' (for comparison only: defaults are chosen on the tune half)'}"
+    )
+    click.echo(
+        f"  named correctly {pct(c.correct, c.known).strip()}, wrongly named {pct(c.wrong, c.known).strip()}, "
+        f"rejected {pct(c.rejected, c.known).strip()}, unknown given a name {pct(c.false_accept, c.unknown).strip()} "
+        f"({c.false_accept} of {c.unknown})"
+    )
     if gallery_misses:
         click.echo("")
         click.echo("gallery images without a usable face:")
@@ -251,6 +328,9 @@ def command(root: Path, enrol: int, probes: int, unknown_share: float, seed: int
         json_file,
         {
             "root": str(root),
+            "half": half,
+            "identities": len(people),
+            "folders": len(folders),
             "engine": describe_engine(engine),
             "fingerprint": engine.fingerprint,
             "quality_gate": gate,
@@ -268,5 +348,7 @@ def command(root: Path, enrol: int, probes: int, unknown_share: float, seed: int
             "margin": used_margin,
             "configured_threshold": default_t,
             "results": [o.to_dict() for o in outcomes],
+            "max_false_accept": max_false_accept,
+            "calibrated": calibrated.to_dict(),
         },
     )
