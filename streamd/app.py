@@ -160,6 +160,7 @@ class App:
             holder,
             tracking=settings.tracking,
             rec_threshold=resolve_threshold(settings.index.rec_threshold, engine),
+            same_person_threshold=engine.same_person_threshold,
             topk=settings.index.rec_topk,
             gate=QualityGate(settings.engine.quality),
             metrics=metrics,

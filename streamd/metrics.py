@@ -65,6 +65,12 @@ class Metrics:
             "streamd_decisions_total", "Identity decisions by outcome (known, unknown, tie)", cam + ["outcome"],
             registry=r,
         )
+        self.track_splits = Counter(
+            "streamd_track_splits_total",
+            "Tracks ended because their new face is not the person they followed (another person took the place)",
+            cam,
+            registry=r,
+        )
         self.stage_seconds = Histogram(
             "streamd_stage_duration_seconds",
             "Time spent per pipeline stage (decode, detect, embed, search)",

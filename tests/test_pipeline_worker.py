@@ -129,7 +129,7 @@ def make_pipeline(
             results.append(r)
 
     pipeline = RecognitionPipeline(
-        lambda: runner, holder, tracking=TrackingSettings(**kw), rec_threshold=0.45, topk=5,
+        lambda: runner, holder, tracking=TrackingSettings(**kw), rec_threshold=0.45, same_person_threshold=0.30, topk=5,
         gate=RejectLowScore(), metrics=metrics, workers=workers, batch_frames=batch,
         sinks=[events.append], on_result=on_result,
     )

@@ -9,7 +9,7 @@ import yaml
 
 from streamd.errors import ConfigError
 from streamd.settings import load_settings
-from streamd.tracking.config import SIMILARITY_SLACK, TrackingSettings
+from streamd.tracking.config import TrackingSettings
 
 
 @pytest.mark.parametrize(
@@ -55,15 +55,16 @@ def test_tracking_settings_load_from_yaml_and_environment(tmp_path: Path, monkey
 
 
 @pytest.mark.parametrize(
-    ("settings", "rec_threshold", "gate", "vote"),
+    ("settings", "rec_threshold", "same_person", "gate", "vote"),
     [
-        (TrackingSettings(), 0.45, 0.45 - SIMILARITY_SLACK, 0.45),
-        (TrackingSettings(), 0.82, 0.82 - SIMILARITY_SLACK, 0.82),
-        (TrackingSettings(min_similarity=0.5, min_score=0.6), 0.45, 0.5, 0.6),
-        (TrackingSettings(), -0.95, -1.0, -0.95),
+        # the gate is the embedder's own calibrated figure, whatever the naming threshold is
+        (TrackingSettings(), 0.45, 0.40, 0.40, 0.45),
+        (TrackingSettings(), 0.30, 0.40, 0.40, 0.30),
+        (TrackingSettings(), 0.93, 0.94, 0.94, 0.93),
+        (TrackingSettings(min_similarity=0.5, min_score=0.6), 0.45, 0.40, 0.5, 0.6),
     ],
 )
-def test_similarity_defaults_follow_the_recognition_threshold(settings, rec_threshold, gate, vote):
+def test_similarity_defaults_are_the_embedders_calibrated_figures(settings, rec_threshold, same_person, gate, vote):
     # given / when / then
-    assert settings.similarity_gate(rec_threshold) == pytest.approx(gate)
+    assert settings.similarity_gate(same_person) == pytest.approx(gate)
     assert settings.vote_threshold(rec_threshold) == pytest.approx(vote)

@@ -69,7 +69,7 @@ def run(
 
 def manager(clock: Clock, **kw) -> TrackManager:
     settings = TrackingSettings(**kw.pop("settings", {}))
-    return TrackManager("cam", settings, rec_threshold=0.45, clock=clock, **kw)
+    return TrackManager("cam", settings, rec_threshold=0.45, same_person_threshold=0.30, clock=clock, **kw)
 
 
 def test_enrolled_person_new_identified_end():

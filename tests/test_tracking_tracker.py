@@ -27,7 +27,7 @@ def unit(k: int, dim: int = 16) -> np.ndarray:
 
 
 def tracker(**kw) -> FaceTracker:
-    return FaceTracker("cam", TrackingSettings(**kw), rec_threshold=0.45)
+    return FaceTracker("cam", TrackingSettings(**kw), same_person_threshold=0.30)
 
 
 def step(t: FaceTracker, ts: float, faces: list[Face], vectors: dict[int, np.ndarray] | None = None):
@@ -245,7 +245,7 @@ def test_faces_in_masks_are_ignored_and_zones_are_recorded():
         zones={"door": [(0, 0), (400, 0), (400, 720), (0, 720)], "desk": [(400, 0), (1280, 0), (1280, 720), (400, 720)]},
         masks=[[(0, 0), (200, 0), (200, 720), (0, 720)]],
     )
-    t = FaceTracker("cam", TrackingSettings(), rec_threshold=0.45, regions=regions)
+    t = FaceTracker("cam", TrackingSettings(), same_person_threshold=0.30, regions=regions)
     # when a face sits in the mask and another walks from the door zone into the desk zone
     seen = []
     for k in range(6):

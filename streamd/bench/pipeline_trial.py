@@ -424,7 +424,8 @@ def run_throughput(spec: TrialSpec) -> TrialReport:
                 "bench")
     pipeline = RecognitionPipeline(
         runner_factory(settings), holder, tracking=settings.tracking,
-        rec_threshold=resolve_threshold(None, probe), topk=5, gate=QualityGate(settings.engine.quality),
+        rec_threshold=resolve_threshold(None, probe), same_person_threshold=probe.same_person_threshold, topk=5,
+        gate=QualityGate(settings.engine.quality),
         workers=settings.pipeline.worker_count(), batch_frames=spec.batch_frames, snapshots=None,
         region_detection=settings.pipeline.region_detection
         if spec.region_detection and supports_regions(probe.detector) else None,

@@ -36,6 +36,9 @@ class FaceEmbedder(Protocol):
     #: The cosine-similarity threshold this model is calibrated for (used when
     #: ``rec_threshold`` is not set explicitly).
     default_threshold: float
+    #: The cosine similarity above which two faces are taken for one person by the tracker
+    #: (its same-person gate), calibrated on pairs of different people of the tuning half.
+    same_person_threshold: float
 
     def embed(self, image: np.ndarray, faces: Sequence[Face]) -> np.ndarray:
         """One normalised vector per face, aligned with landmarks or cropped from the box."""

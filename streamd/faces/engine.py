@@ -73,6 +73,11 @@ class FaceEngine:
     def default_threshold(self) -> float:
         return float(self.embedder.default_threshold)
 
+    @property
+    def same_person_threshold(self) -> float:
+        """The tracker's same-person gate for this embedder (see :class:`~streamd.faces.base.FaceEmbedder`)."""
+        return float(self.embedder.same_person_threshold)
+
     def detect(self, image: np.ndarray, *, largest_only: bool = False) -> list[Face]:
         """The detector's faces, largest first when ``largest_only`` (then at most one)."""
         faces = self.detector.detect(image)

@@ -17,6 +17,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
+from streamd.faces.look import FaceLook
 from streamd.metrics import Metrics
 from streamd.pipeline.quality import Gate, assess
 from streamd.pipeline.regions import DetectionPlan, RegionPlanner
@@ -89,11 +90,18 @@ class CameraRecognition:
         return plan
 
     def update(
-        self, frame: Frame, faces: Sequence[Face], detect_s: float, blur: Sequence[float] | None = None
+        self,
+        frame: Frame,
+        faces: Sequence[Face],
+        detect_s: float,
+        blur: Sequence[float] | None = None,
+        looks: Sequence[FaceLook | None] | None = None,
     ) -> list[EmbedRequest]:
         """Gate the detected faces and link them to tracks; the faces the tracker wants embedded.
 
-        ``blur``: each face's sharpness when the runner measured it (else it is measured here).
+        ``blur``: each face's sharpness when the runner measured it (else it is measured here);
+        ``looks``: each face's look, when the runner measured it (it tells the tracker that
+        another person took a track's place between two embeddings).
         """
         self.m_detect.observe(detect_s)
         faces = tuple(faces)
@@ -104,7 +112,7 @@ class CameraRecognition:
             if reason is not None:
                 self.m_rejected.labels(self.camera, reason).inc()
         self._pending = (frame, faces, tuple(reasons))
-        return self.manager.update(frame, faces, quality)
+        return self.manager.update(frame, faces, quality, looks)
 
     def observe(
         self, frame: Frame, results: Mapping[int, EmbedResult], embed_s: float, search_s: float

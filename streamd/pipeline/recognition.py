@@ -2,7 +2,7 @@
 
 ::
 
-    pipeline = RecognitionPipeline(runner_factory, holder, tracking=..., rec_threshold=..., ...)
+    pipeline = RecognitionPipeline(runner_factory, holder, tracking=..., rec_threshold=..., same_person_threshold=..., ...)
     queue = pipeline.add_camera(camera_settings)       # a FrameQueue for the camera's source
     pipeline.add_sink(publisher.publish_event)          # each IdentityEvent goes to every sink
     pipeline.start()
@@ -57,6 +57,7 @@ class RecognitionPipeline:
         *,
         tracking: TrackingSettings,
         rec_threshold: float,
+        same_person_threshold: float,
         topk: int,
         gate: Gate | None,
         metrics: Metrics | None = None,
@@ -72,6 +73,7 @@ class RecognitionPipeline:
         self.holder = holder
         self.tracking = tracking
         self.rec_threshold = rec_threshold
+        self.same_person_threshold = same_person_threshold
         self.topk = topk
         self.gate = gate
         self.metrics = metrics if metrics is not None else Metrics()
@@ -123,6 +125,7 @@ class RecognitionPipeline:
             name,
             self.tracking,
             rec_threshold=self.rec_threshold,
+            same_person_threshold=self.same_person_threshold,
             zones=zones,
             masks=masks,
             snapshots=self.snapshots,

@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import numpy as np
 
 from streamd.errors import ModelError
+from streamd.faces.look import FaceLook, face_look
 from streamd.faces.quality import blur_variance
 from streamd.faces.regions import Rect, detect_in_regions, supports_regions
 from streamd.types import Face
@@ -56,12 +57,15 @@ class Detections:
     """Faces per image, in the order the images were given, and the seconds each image took.
 
     ``blur`` holds each face's sharpness (:func:`~streamd.faces.quality.blur_variance`), measured
-    where the detection ran, or None when the runner did not measure it (the caller then does).
+    where the detection ran, or None when the runner did not measure it (the caller then does);
+    ``looks`` each face's :class:`~streamd.faces.look.FaceLook` (None for an empty box), measured
+    there too, or None when the runner did not measure them (the tracker then relies on boxes).
     """
 
     faces: tuple[tuple[Face, ...], ...]
     seconds: tuple[float, ...]
     blur: tuple[tuple[float, ...], ...] | None = None
+    looks: tuple[tuple[FaceLook | None, ...], ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -109,7 +113,8 @@ class FaceCompute:
         """
         found = self._detect(images, regions)
         blur = tuple(tuple(blur_variance(image, face.box) for face in faces) for image, faces in zip(images, found.faces))
-        return Detections(found.faces, found.seconds, blur)
+        looks = tuple(tuple(face_look(image, face.box) for face in faces) for image, faces in zip(images, found.faces))
+        return Detections(found.faces, found.seconds, blur, looks)
 
     def _detect(self, images: Sequence[np.ndarray], regions: Sequence[Regions] | None) -> Detections:
         if regions is not None and any(r is not None for r in regions) and supports_regions(self.detector):
@@ -232,8 +237,8 @@ class ProcessRunner:
             np.ndarray(image.shape, np.uint8, buffer=shm.buf)[...] = image
             frames.append((shm.name, image.shape))
         self._send(("detect", frames, [shm.name for shm in self._slots], regions))
-        _, faces, seconds, blur = self._receive(None, "detect")
-        return Detections(faces, seconds, blur)
+        _, faces, seconds, blur, looks = self._receive(None, "detect")
+        return Detections(faces, seconds, blur, looks)
 
     def embed(self, requests: Sequence[EmbedItem]) -> Embeddings:
         self._send(("embed", [(i, tuple(faces)) for i, faces in requests]))
@@ -321,7 +326,7 @@ def child_main(conn: Any, engine_settings: EngineSettings) -> None:
                 for stale in set(attached) - set(message[2]):  # blocks the parent replaced
                     attached.pop(stale).close()
                 found = compute.detect(images, message[3] if len(message) > 3 else None)
-                conn.send(("ok", found.faces, found.seconds, found.blur))
+                conn.send(("ok", found.faces, found.seconds, found.blur, found.looks))
             elif message[0] == "embed":
                 done = compute.embed(images, message[1])
                 conn.send(("ok", done.vectors, done.seconds))

@@ -141,8 +141,9 @@ class RecognitionWorker:
         found = runner.detect([frame.image for _, frame in frames], [plan.regions for plan in plans])
         wanted = []
         blurs = found.blur if found.blur is not None else (None,) * len(frames)
-        for (camera, frame), faces, seconds, blur in zip(frames, found.faces, found.seconds, blurs):
-            requests = camera.update(frame, faces, seconds, blur)
+        looks = found.looks if found.looks is not None else (None,) * len(frames)
+        for (camera, frame), faces, seconds, blur, look in zip(frames, found.faces, found.seconds, blurs, looks):
+            requests = camera.update(frame, faces, seconds, blur, look)
             wanted.append([r.face_index for r in requests])
         batch = [(i, [found.faces[i][k] for k in idx]) for i, idx in enumerate(wanted) if idx]
         vectors: dict[int, np.ndarray] = {}

@@ -3,18 +3,16 @@
 This module imports pydantic only, so loading settings never pulls in scipy.
 
 Similarity thresholds depend on the embedder (dlib's cosine similarities between different
-people sit around 0.6-0.75, MobileFaceNet's around 0-0.3), so the two similarity knobs default
-to values derived from the recognition threshold in use (``index.rec_threshold`` or the
-embedder's calibrated default) rather than to fixed numbers.
+people sit far higher than MobileFaceNet's), so the similarity knobs default to values of the
+embedder in use rather than to fixed numbers: the vote threshold to the recognition threshold
+(``index.rec_threshold`` or the embedder's calibrated default), the same-person gate to the
+embedder's calibrated ``same_person_threshold`` (measured on pairs of different people, see
+docs/accuracy.md), never one derived from the other.
 """
 
 from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
-
-#: ``min_similarity`` defaults to the recognition threshold minus this: two faces of one
-#: person in consecutive samples are far more alike than a face and its gallery photos.
-SIMILARITY_SLACK = 0.15
 
 
 class TrackingSettings(BaseModel):
@@ -49,10 +47,12 @@ class TrackingSettings(BaseModel):
         None,
         ge=-1.0,
         le=1.0,
-        description="Least cosine similarity between a track's features and a face for them to be one "
-        "person when features decide (overlaps, re-finding a lost track). Unset = the recognition "
-        f"threshold minus {SIMILARITY_SLACK}. Higher splits a person's track on poor faces; lower lets "
-        "two people share one track.",
+        description="Least cosine similarity between a track's features and a new face of it for them to be "
+        "one person: below it the face never continues the track (overlaps, re-finding a lost track), and a "
+        "track whose newly embedded face falls below it is split (the old track ends with its name, the face "
+        "starts a new track decided from its own evidence). Unset = the embedder's calibrated "
+        "same_person_threshold (where pairs of different people pass at most 0.1 % of the time). Higher "
+        "splits a person's track on poor faces; lower lets one track carry a name onto another person.",
     )
     max_distance: float = Field(
         2.0,
@@ -80,6 +80,39 @@ class TrackingSettings(BaseModel):
         lt=1.0,
         description="Share of a track's previous feature kept when a new face vector is averaged in. "
         "Higher is steadier against one bad face; lower follows a changing head pose sooner.",
+    )
+    # ---- change of person between embeddings
+    detect_changes: bool = Field(
+        True,
+        description="Embed a face at once, whatever the re-embedding policy says, when it no longer looks like "
+        "the face its track had in the previous sample (see change_*): another person may have taken the "
+        "place. Costs an embedding per change; off, a track named by one person is only re-checked every "
+        "recheck_every samples.",
+    )
+    change_look_similarity: float = Field(
+        0.6,
+        ge=-1.0,
+        le=1.0,
+        description="A face whose grey thumbnail correlates less than this with its track's previous face "
+        "counts as changed. Higher re-embeds more often (turning heads, flicker).",
+    )
+    change_colour_distance: float = Field(
+        30.0,
+        gt=0.0,
+        description="A face whose mean colour (0-255 BGR, centre of the box) moved more than this from its "
+        "track's previous face counts as changed. Lower re-embeds more often when the light changes.",
+    )
+    change_size_ratio: float = Field(
+        1.3,
+        gt=1.0,
+        description="A face whose size (square root of the box area) grew or shrank by more than this factor "
+        "since its track's previous face counts as changed.",
+    )
+    change_shift: float = Field(
+        0.5,
+        gt=0.0,
+        description="A face whose centre lies further than this many face sizes from where its track's motion "
+        "puts it counts as changed.",
     )
     # ---- re-embedding policy
     recheck_every: int = Field(
@@ -162,11 +195,9 @@ class TrackingSettings(BaseModel):
             )
         return self
 
-    def similarity_gate(self, rec_threshold: float) -> float:
-        """``min_similarity``, or its default derived from the recognition threshold in use."""
-        if self.min_similarity is not None:
-            return self.min_similarity
-        return max(-1.0, rec_threshold - SIMILARITY_SLACK)
+    def similarity_gate(self, same_person_threshold: float) -> float:
+        """``min_similarity``, or the embedder's calibrated same-person threshold."""
+        return same_person_threshold if self.min_similarity is None else self.min_similarity
 
     def clearly_unknown_threshold(self, vote_threshold: float) -> float:
         """``clearly_unknown_below``, or two thirds of the vote threshold."""

@@ -2,7 +2,7 @@
 
 This is what the recognition loop integrates. Per sampled frame of a camera::
 
-    requests = manager.update(frame, faces, quality)     # which faces to embed now
+    requests = manager.update(frame, faces, quality, looks)  # which faces to embed now
     results = {r.face_index: EmbedResult(vector, matches) for r in requests ...}  # embed + search
     events = manager.observe(frame, results)             # -> list[IdentityEvent] to publish
 
@@ -17,7 +17,9 @@ and, from any thread, when people leave the gallery (an index hot reload)::
 - ``faces`` are the detector's faces in ``frame.image`` pixels; ``quality`` one figure per face in
   [0, 1] (higher = larger, sharper, more frontal; it weighs the face in the vote and decides when
   a better face is worth re-embedding), or None for a face that failed the quality gate: it is
-  tracked and can continue a track, but is never requested.
+  tracked and can continue a track, but is never requested. ``looks`` (optional) are the faces'
+  :class:`~streamd.faces.look.FaceLook` figures: a face linked on boxes that no longer looks like
+  its track's previous face is requested at once (reason ``changed``).
 - ``update`` returns :class:`~streamd.tracking.tracker.EmbedRequest` values (``face_index`` into
   ``faces``, the ``track_id`` when the face continues a confirmed track, and a ``reason``). Faces
   not requested belong to tracks already named with confidence (re-checked every
@@ -25,7 +27,9 @@ and, from any thread, when people leave the gallery (an index hot reload)::
   their results are used.
 - ``observe`` takes the results keyed by face index: the L2-normalised vector (it disambiguates
   overlapping faces and re-finds lost tracks) and the index's top matches for that vector (they
-  vote for the track's name). A face the caller could not embed is simply left out.
+  vote for the track's name). A face the caller could not embed is simply left out. A vector
+  below the same-person gate splits its track: the track ends (``end`` with its name) and the
+  face starts a new track, named from its own evidence only.
 - Calls for one camera must come in order (update, observe, update, ...) from one thread at a
   time; different cameras' managers are independent. Calling ``update`` again without
   ``observe`` links the previous sample on boxes alone (its events come with the next observe).
@@ -51,6 +55,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from streamd.faces.look import FaceLook
 from streamd.metrics import Metrics
 from streamd.snapshots import SnapshotStore
 from streamd.tracking.config import TrackingSettings
@@ -77,6 +82,7 @@ class TrackManager:
         settings: TrackingSettings,
         *,
         rec_threshold: float,
+        same_person_threshold: float,
         zones: Mapping[str, Polygon] | None = None,
         masks: Sequence[Polygon] = (),
         snapshots: SnapshotStore | None = None,
@@ -87,7 +93,9 @@ class TrackManager:
         self.settings = settings
         self.rules = DecisionRules.from_settings(settings, rec_threshold)
         self._clearly_unknown_below = settings.clearly_unknown_threshold(self.rules.min_score)
-        self.tracker = FaceTracker(camera, settings, rec_threshold=rec_threshold, regions=Regions(camera, zones, masks))
+        self.tracker = FaceTracker(
+            camera, settings, same_person_threshold=same_person_threshold, regions=Regions(camera, zones, masks)
+        )
         self.events = TrackEvents(camera, clock)
         self._snapshots = snapshots
         self._metrics = metrics
@@ -99,7 +107,11 @@ class TrackManager:
         self._forget: set[str] = set()
 
     def update(
-        self, frame: Frame, faces: Sequence[Face], quality: Sequence[float | None] | None = None
+        self,
+        frame: Frame,
+        faces: Sequence[Face],
+        quality: Sequence[float | None] | None = None,
+        looks: Sequence[FaceLook | None] | None = None,
     ) -> list[EmbedRequest]:
         """Link this frame's faces to tracks on boxes; the faces to embed (face order)."""
         with self._lock:
@@ -107,7 +119,7 @@ class TrackManager:
             self._apply_forget()
             if self._pending is not None:
                 self._backlog.extend(self._finish(*self._pending, {}))
-            association = self.tracker.associate(frame.pts, frame.skipped, faces, quality)
+            association = self.tracker.associate(frame.pts, frame.skipped, faces, quality, looks=looks)
             self._pending = (frame, association)
             return list(association.requests)
 
@@ -193,6 +205,8 @@ class TrackManager:
             if end is not None:
                 events.append(end)
         for u in updates:
+            if u.replaces is not None:
+                events.extend(self._split(u.replaces, frame))
             result = results.get(u.face_index)
             if result is not None:
                 self._vote(u, result, association.quality[u.face_index], association.ts)
@@ -200,6 +214,14 @@ class TrackManager:
                 self._snapshot(frame, u, association.quality[u.face_index])
                 events.extend(self.events.observe(self._state(u.track), frame.captured_at))
         return events
+
+    def _split(self, track: Track, frame: Frame) -> list[IdentityEvent]:
+        """End ``track``: another person took its place (its ``end`` event, with its name)."""
+        self._close(track)
+        if self._metrics is not None:
+            self._metrics.track_splits.labels(self.camera).inc()
+        end = self.events.end(track.track_id, frame.captured_at) if track.track_id is not None else None
+        return [end] if end is not None else []
 
     def _vote(self, u: TrackUpdate, result: EmbedResult, quality: float | None, ts: float) -> None:
         obs = Observation(tuple(result.matches), box_size(u.face.box), 0.0 if quality is None else quality, ts)

@@ -11,13 +11,17 @@ so that a face is only embedded when it helps:
    else may have stepped into the place of a person who left).
    Faces in overlapping groups, faces near a track they no longer overlap, and new faces are
    *pending*: their features decide. The returned :class:`Association` lists the faces to embed
-   (:class:`EmbedRequest`): pending faces, new faces, and faces of tracks whose re-embed policy
-   says so (see :func:`embed_reason`).
+   (:class:`EmbedRequest`): pending faces, new faces, faces of tracks whose re-embed policy
+   says so (see :func:`embed_reason`), and faces linked on boxes that no longer look like their
+   track's previous face (:func:`changed`: a jump in size or position beyond the motion model,
+   another grey layout or colour of the face box): someone else may have stepped into the place.
 2. :meth:`FaceTracker.commit` takes the vectors of the embedded faces and resolves pending groups
    with a Hungarian assignment (``scipy.optimize.linear_sum_assignment``) on a cost mixing IoU and
    cosine similarity, gated by ``min_iou``, ``max_distance`` and ``min_similarity``. Faces left
    over start tentative tracks; a track seen ``min_hits`` samples in a row is confirmed and gets
-   the camera's next track id. Confirmed tracks survive ``max_lost_s`` without detections;
+   the camera's next track id. A face linked to a track whose vector falls below the same-person
+   gate (``min_similarity``) *splits* it: the track ends there, and the face starts a new track
+   (:attr:`TrackUpdate.replaces` names the ended one), decided from its own evidence only. Confirmed tracks survive ``max_lost_s`` without detections;
    tentative ones are dropped at their first miss (one-frame false detections never surface).
 
 Faces whose box centre lies in a mask polygon are ignored; the zones a track's centre enters
@@ -37,6 +41,7 @@ from scipy.optimize import linear_sum_assignment
 from streamd.tracking.config import TrackingSettings
 from streamd.tracking.events import new_event_id
 from streamd.tracking.geometry import Box, Regions, box_size, centre, iou_matrix, shift
+from streamd.faces.look import FaceLook
 from streamd.tracking.identity import Tally, TrackDecision, face_weight
 from streamd.types import Face
 
@@ -87,6 +92,8 @@ class Track:
         self.clearly_unknown = False
         #: Relative path of the best face crop, when snapshots are kept.
         self.snapshot: str | None = None
+        #: The look of the face of the last sample (None: not measured).
+        self.look: FaceLook | None = None
 
     @property
     def confirmed(self) -> bool:
@@ -112,8 +119,9 @@ class EmbedRequest:
     ``face_index`` indexes the faces given to :meth:`FaceTracker.associate`. ``track_id`` is the
     confirmed track the face continues, or None (new face, tentative track, or pending).
     ``reason`` is ``new``, ``ambiguous`` (overlapping faces), ``reid`` (a lost track nearby),
-    ``uncertain`` (track not yet named, within its budget), ``recheck`` (every K samples) or
-    ``better_face`` (clearly better than anything embedded for the track).
+    ``uncertain`` (track not yet named, within its budget), ``recheck`` (every K samples),
+    ``better_face`` (clearly better than anything embedded for the track) or ``changed`` (the
+    face no longer looks like the track's previous one: see :func:`changed`).
     """
 
     face_index: int
@@ -151,17 +159,25 @@ class Association:
     #: Confirmed tracks lost for longer than max_lost_s (or ended by a backwards time jump).
     ended: tuple[Track, ...]
     vectors: Mapping[int, np.ndarray] = field(default_factory=dict)
+    #: Each face's look, when measured (empty: none measured).
+    looks: tuple[FaceLook | None, ...] = ()
 
 
 @dataclass(frozen=True)
 class TrackUpdate:
-    """A track seen in this sample: with which face, and whether it was just confirmed."""
+    """A track seen in this sample: with which face, and whether it was just confirmed.
+
+    ``replaces`` is the confirmed track this face was split from: the face was linked to it but is
+    not the person it followed (its vector fell below the same-person gate), so that track ended
+    in this sample and ``track`` is a new one.
+    """
 
     track: Track
     face_index: int
     face: Face
     vector: np.ndarray | None
     confirmed_now: bool
+    replaces: Track | None = None
 
 
 def embed_reason(track: Track, weight: float, settings: TrackingSettings) -> str | None:
@@ -181,6 +197,31 @@ def embed_reason(track: Track, weight: float, settings: TrackingSettings) -> str
     return None
 
 
+def changed(track: Track, face: Face, look: FaceLook | None, predicted: Box, settings: TrackingSettings) -> bool:
+    """Whether ``face``, linked to ``track`` on boxes, may be another person than the track's last face.
+
+    Any one sign is enough, because a false alarm costs one embedding and a miss may carry a name
+    onto someone else: the size jumped by more than ``change_size_ratio``, the centre lies more
+    than ``change_shift`` face sizes from the motion model's ``predicted`` box, or (when both looks
+    were measured) the grey thumbnails correlate under ``change_look_similarity`` or the mean
+    colours lie more than ``change_colour_distance`` apart.
+    """
+    before, now = box_size(track.box), box_size(face.box)
+    if before <= 0 or now <= 0:
+        return True
+    if max(now / before, before / now) > settings.change_size_ratio:
+        return True
+    (px, py), (fx, fy) = centre(predicted), centre(face.box)
+    if math.hypot(fx - px, fy - py) > settings.change_shift * before:
+        return True
+    if look is None or track.look is None:
+        return False
+    return (
+        look.similarity(track.look) < settings.change_look_similarity
+        or look.colour_distance(track.look) > settings.change_colour_distance
+    )
+
+
 class FaceTracker:
     """Tracks faces of one camera. Not thread-safe: one caller at a time, samples in time order."""
 
@@ -189,13 +230,14 @@ class FaceTracker:
         camera: str,
         settings: TrackingSettings,
         *,
-        rec_threshold: float,
+        same_person_threshold: float,
         regions: Regions | None = None,
     ) -> None:
         self.camera = camera
         self.settings = settings
         self.regions = regions or Regions(camera)
-        self.min_similarity = settings.similarity_gate(rec_threshold)
+        #: The same-person gate: below it a face is not the person a track follows.
+        self.min_similarity = settings.similarity_gate(same_person_threshold)
         self._tracks: list[Track] = []
         self._next_id = 1
         self._frame_no = 0
@@ -217,13 +259,15 @@ class FaceTracker:
         faces: Sequence[Face],
         quality: Sequence[float | None] | None = None,
         vectors: Mapping[int, np.ndarray] | None = None,
+        looks: Sequence[FaceLook | None] | None = None,
     ) -> Association:
         """Link faces to tracks on boxes; say which faces to embed (see the module docstring).
 
         ``ts`` is the sampled frame's time in seconds, ``skipped`` the decoded frames the sampler
         dropped since the previous sample, ``quality`` one figure in [0, 1] per face or None for a
         face that failed the quality gate (tracked but never embedded). ``vectors`` may give some
-        faces' vectors already: they are used and not requested.
+        faces' vectors already: they are used and not requested. ``looks`` gives each face's
+        look when measured (without them, a change of person is noticed on boxes alone).
         """
         if self._pending is not None:
             raise RuntimeError(f"camera {self.camera}: associate() called twice without commit()")
@@ -231,6 +275,9 @@ class FaceTracker:
         quality_t = tuple(quality) if quality is not None else (1.0,) * len(faces)
         if len(quality_t) != len(faces):
             raise ValueError(f"camera {self.camera}: {len(faces)} faces but {len(quality_t)} quality figures")
+        looks_t = tuple(looks) if looks is not None else (None,) * len(faces)
+        if len(looks_t) != len(faces):
+            raise ValueError(f"camera {self.camera}: {len(faces)} faces but {len(looks_t)} looks")
         given = {int(i): _normalised(v) for i, v in (vectors or {}).items()}
         self._frame_no += max(0, int(skipped)) + 1
 
@@ -249,7 +296,11 @@ class FaceTracker:
                 requests.append(EmbedRequest(i, track_id, reason))
 
         for i, track in matched.items():
-            want(i, track.track_id, embed_reason(track, weights[i], self.settings))
+            reason = embed_reason(track, weights[i], self.settings)
+            if reason is None and self.settings.detect_changes:
+                if changed(track, faces[i], looks_t[i], track.predict(ts), self.settings):
+                    reason = "changed"
+            want(i, track.track_id, reason)
         for g in groups:
             reason = "ambiguous" if bool((g.iou >= self.settings.min_iou).any()) and not g.reacquired else "reid"
             for i in g.faces:
@@ -269,6 +320,7 @@ class FaceTracker:
             requests=tuple(requests),
             ended=tuple(ended),
             vectors=given,
+            looks=looks_t,
         )
         return self._pending
 
@@ -355,6 +407,16 @@ class FaceTracker:
         links: dict[int, Track] = dict(association.matched)
         for g in association.groups:
             links.update(self._resolve(g, vecs))
+        # A face whose vector disagrees with its track's features is someone else in the same
+        # place: the track ends here rather than carry its name (and votes) onto that person.
+        split: dict[int, Track] = {}
+        for i, track in list(links.items()):
+            vector = vecs.get(i)
+            if vector is not None and track.feature is not None:
+                if float(np.dot(track.feature, vector)) < self.min_similarity:
+                    split[i] = links.pop(i)
+        for track in split.values():
+            self._tracks.remove(track)
 
         ts = association.ts
         seen: set[int] = set()
@@ -369,6 +431,8 @@ class FaceTracker:
                 self._tracks.append(track)
             else:
                 self._move(track, face.box, ts)
+            if association.looks:
+                track.look = association.looks[i]
             seen.add(id(track))
             was_confirmed = track.confirmed
             if not was_confirmed and track.hits >= self.settings.min_hits:
@@ -378,7 +442,13 @@ class FaceTracker:
                 if zone not in track.zones:
                     track.zones.append(zone)
             self._note_embedding(track, vector, association.quality[i], face)
-            updates.append(TrackUpdate(track, i, face, vector, track.confirmed and not was_confirmed))
+            replaced = split.get(i)
+            updates.append(
+                TrackUpdate(
+                    track, i, face, vector, track.confirmed and not was_confirmed,
+                    replaces=replaced if replaced is not None and replaced.confirmed else None,
+                )
+            )
         # A tentative track missed once was a false detection (or is too unsteady to announce).
         self._tracks = [t for t in self._tracks if t.confirmed or id(t) in seen]
         return updates
