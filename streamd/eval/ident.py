@@ -319,6 +319,8 @@ def command(root: Path, half: str, enrol: int, probes: int, unknown_share: float
         f"rejected {pct(c.rejected, c.known).strip()}, unknown given a name {pct(c.false_accept, c.unknown).strip()} "
         f"({c.false_accept} of {c.unknown})"
     )
+    if c.threshold <= -1.0:
+        click.echo(f"  (the margin {used_margin:g} alone keeps enough unknown probes nameless: any threshold will do)")
     if gallery_misses:
         click.echo("")
         click.echo("gallery images without a usable face:")
