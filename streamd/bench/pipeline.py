@@ -2,8 +2,9 @@
 
 The clips are made from real faces (``--faces-dir``, default ``../shared/data/faces``): 1280x720
 H.264 at 25 fps with a keyframe every ``--gop`` frames, one to three people in view, enrolled
-and never-enrolled (see :mod:`streamd.bench.scenes`). Every trial runs in a fresh process
-(:mod:`streamd.bench.pipeline_trial`) while the command prints:
+and never-enrolled (see :mod:`streamd.bench.scenes`), cast from the ``--half`` of the identities
+(:mod:`streamd.eval.split`; by default the report half, people the defaults were never tuned on).
+Every trial runs in a fresh process (:mod:`streamd.bench.pipeline_trial`) while the command prints:
 
 - capacity: the most concurrent streams the daemon keeps up with (>= 95 % of the sampled frames
   recognised, decoding not falling behind the clips' clock), found by doubling then bisecting;
@@ -34,6 +35,7 @@ import click
 
 from streamd.bench.pipeline_trial import TrialReport, TrialSpec
 from streamd.bench.scoring import Accuracy, merge
+from streamd.eval.split import HALVES
 
 DEFAULT_WORK_DIR = Path.home() / ".cache" / "streamd" / "bench-pipeline"
 #: People in the benchmark's cast; the scenes cycle through them.
@@ -100,9 +102,12 @@ def converted_model(paddle_dir: Path, out_dir: Path) -> Path:
 
 def prepare(
     engine: dict[str, Any], faces_dir: Path, work_dir: Path, *, clips: int, seconds: float, gop: int, seed: int,
-    echo: Callable[[str], None],
+    echo: Callable[[str], None], half: str = "report",
 ) -> tuple[str, list[str]]:
-    """The index built from the cast's gallery with ``engine``, and the clips' truth files (cached)."""
+    """The index built from the cast's gallery with ``engine``, and the clips' truth files (cached).
+
+    The cast comes from ``half`` of the identities (:mod:`streamd.eval.split`).
+    """
     from streamd.bench.scenes import load_truth, pick_cast, render_scene, save_truth, wall_image, write_gallery
     from streamd.faces.engine import FaceEngine
     from streamd.index.builder import build_index
@@ -110,20 +115,21 @@ def prepare(
 
     work_dir.mkdir(parents=True, exist_ok=True)
     face_engine = FaceEngine.from_settings(EngineSettings(**engine))
-    roles = pick_cast(faces_dir / "identities", enrolled=ENROLLED, strangers=STRANGERS, seed=seed)
-    gallery = work_dir / f"gallery-{seed}"
+    roles = pick_cast(faces_dir / "identities", enrolled=ENROLLED, strangers=STRANGERS, seed=seed,
+                      half=half)  # type: ignore[arg-type]
+    gallery = work_dir / f"gallery-{half}-{seed}"
     if not gallery.exists():
         write_gallery(roles, gallery)
     # Named by the engine's whole fingerprint (model digests, preprocessing): two recognisers of
     # one kind and size must not share an index.
     digest = hashlib.sha256(face_engine.fingerprint.encode()).hexdigest()[:10]
-    index_dir = work_dir / f"index-{seed}-{face_engine.fingerprint.split(':')[0]}-{face_engine.dim}-{digest}"
+    index_dir = work_dir / f"index-{half}-{seed}-{face_engine.fingerprint.split(':')[0]}-{face_engine.dim}-{digest}"
     if not (index_dir / "vector.index").exists():
         echo(f"building the index in {index_dir} ...")
         build_index(face_engine, gallery, index_dir)
     truths = []
     for k in range(clips):
-        name = f"scene-{seed}-{k}-{seconds:g}s-gop{gop}"
+        name = f"scene-{half}-{seed}-{k}-{seconds:g}s-gop{gop}"
         truth = work_dir / f"{name}.json"
         if not truth.exists() or not load_truth(truth).path.exists():
             echo(f"rendering {name}.mp4 ...")
@@ -260,13 +266,16 @@ def _mark(ok: bool) -> str:
 @click.option("--skip", multiple=True, type=click.Choice(["capacity", "naive", "keyframes", "accuracy", "modes"]),
               help="Leave out a part (repeatable).")
 @click.option("--seed", type=int, default=1, show_default=True, help="Chooses the cast and the scenes.")
+@click.option("--half", type=click.Choice(HALVES), default="report", show_default=True,
+              help="Which half of the identities the cast comes from (streamd.eval.split): report = people the "
+                   "defaults were never tuned on; all = every folder, as before the split.")
 @click.option("--json", "json_out", type=click.Path(path_type=Path, dir_okay=False),
               help="Also write every figure to this JSON file.")
 def command(
     engine: str, models_dir: Path | None, faces_dir: Path | None, work_dir: Path, clips: int, clip_seconds: float,
     gop: int, sample_fps: float, duration: float, warmup: float, max_streams: int, fixed: str | None,
     worker_mode: str, workers: int, batch_frames: int, snapshots: bool, recogniser: str, region_detection: bool,
-    skip: tuple[str, ...], seed: int, json_out: Path | None,
+    skip: tuple[str, ...], seed: int, half: str, json_out: Path | None,
 ) -> None:
     """Capacity, latency, time to identify and accuracy of the stream pipeline (real time, real faces)."""
     echo = click.echo
@@ -276,17 +285,19 @@ def command(
         raise click.UsageError(f"--faces-dir {faces_dir}: no identities/ folder of face photos there")
     eng = engine_settings(engine, models_dir if engine == "onnx" else None, recogniser, work_dir)
     index_dir, truths = prepare(eng, faces_dir, work_dir, clips=clips, seconds=clip_seconds, gop=gop, seed=seed,
-                                echo=echo)
+                                echo=echo, half=half)
     base = TrialSpec(kind="streamd", engine=eng, index_dir=index_dir, clips=truths, streams=1, duration_s=duration,
                      warmup_s=warmup, sample_fps=sample_fps, worker_mode=worker_mode, workers=workers,
                      batch_frames=batch_frames, snapshots=snapshots, region_detection=region_detection,
                      work_dir=str(work_dir))
-    out: dict[str, Any] = {"engine": engine, "recogniser": recogniser if engine == "onnx" else None, "gop": gop,
+    out: dict[str, Any] = {"engine": engine, "recogniser": recogniser if engine == "onnx" else None, "half": half,
+                           "gop": gop,
                            "sample_fps": sample_fps, "clips": truths}
     started = time.monotonic()
     described = f"{engine} ({recogniser})" if engine == "onnx" else engine
     echo(f"engine {described}, {clips} clip(s) of {clip_seconds:g} s, 1280x720 H.264 25 fps, GOP {gop}, "
-         f"{sample_fps:g} sampled frames/s per stream; {worker_mode}, workers={workers or 'cores'}")
+         f"{sample_fps:g} sampled frames/s per stream; {worker_mode}, workers={workers or 'cores'}; cast from the "
+         f"{half} half of {faces_dir / 'identities'}")
 
     def trials(spec: TrialSpec, title: str, limit: int = max_streams) -> tuple[int, dict[int, TrialReport]]:
         echo(title)

@@ -8,6 +8,19 @@ lanes, so that one to three faces are in view at a time; each appearance steps i
 bottom edge, drifts and turns a little, and steps out. The video is H.264 with a fixed keyframe
 interval; the ground truth (who is where in every frame) comes with it.
 
+*Scene families* (:data:`FAMILIES`, for ``streamd bench scenes``) are made of :class:`Walk` values:
+people crossing the frame sideways at a steady pace, each with a path of its own, so that the
+cases where a tracker can carry a name to another person are in the video on purpose:
+
+- ``walks``: two lanes of back-to-back walkers, a different probe photo on every walk;
+- ``handoff``: a walker leaves at an edge and the next one enters at that spot within one sample
+  interval, back and forth, at several face sizes;
+- ``crossing``: two people pass each other in one lane, the nearer (larger) face over the other;
+- ``return``: a person walks out at an edge and comes back through it 1-3 s later.
+
+Their casts come from one half of the identities (:mod:`streamd.eval.split`, :func:`pick_people`):
+enrolled people give two photos to the gallery and walk with the others.
+
 Nothing here is copied into the repository: clips and galleries are written where the caller
 says (a test's tmp_path, the benchmark's work directory).
 """
@@ -26,6 +39,7 @@ import cv2
 import numpy as np
 
 from streamd.demo.scene import Actor, Keyframe, Person, Scene, Sprite, brick_wall, cut_head
+from streamd.eval.split import Half, identity_folders, identity_of, select_people
 from streamd.images import read_image
 from streamd.types import Face
 
@@ -44,6 +58,8 @@ class Role:
     enrolled: bool
     video_image: Path
     gallery: tuple[Path, ...] = ()
+    #: Photos the video may show (never gallery photos); scene families use one per walk.
+    probes: tuple[Path, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -55,6 +71,8 @@ class Appearance:
     start_s: float
     end_s: float
     lane: int
+    #: The photo the face was cut from, when the appearance has one of its own (scene families).
+    image: str | None = None
 
 
 @dataclass(frozen=True)
@@ -98,12 +116,18 @@ def person_images(folder: Path) -> list[Path]:
 
 
 def pick_cast(
-    identities: Path, *, enrolled: int, strangers: int, gallery_images: int = 4, seed: int = 0
+    identities: Path, *, enrolled: int, strangers: int, gallery_images: int = 4, seed: int = 0, half: Half = "all"
 ) -> list[Role]:
     """``enrolled`` people with ``gallery_images`` gallery photos and one more for the video, and
     ``strangers`` other people with a video photo only, drawn at random (``seed``) from ``identities``.
+
+    ``half`` draws them from one half of the split (:mod:`streamd.eval.split`), with one folder per
+    person; "all" draws from every folder, as before the split existed.
     """
     folders = sorted(p for p in identities.iterdir() if p.is_dir())
+    if half != "all":
+        # One folder per person: the other folder of a same-person pair would be a "stranger" who is enrolled.
+        folders = [p for p in identity_folders(identities, half) if identity_of(p.name) == p.name]
     rng = random.Random(seed)
     rng.shuffle(folders)
     roles: list[Role] = []
@@ -200,8 +224,6 @@ def render_scene(
     every ``gop`` frames exactly, as cameras do. ``appearances`` replaces the :func:`plan`
     (e.g. one person per lane for the whole clip, so that a lane tells who is there).
     """
-    import av
-
     rng = random.Random(seed)
     by_label = {r.label: r for r in roles}
     if appearances is None:
@@ -225,6 +247,21 @@ def render_scene(
         actors.append(actor)
     grey = cv2.cvtColor(wall, cv2.COLOR_BGR2GRAY) if wall.ndim == 3 else wall
     scene = Scene(brick_wall(grey, *size), sprites, tuple(actors), fps=fps, duration_s=seconds)
+    truth = _encode(scene, path, size=size, fps=fps, gop=gop, crf=crf)
+    return SceneClip(path, size[0], size[1], fps, gop, scene.frame_count, tuple(appearances), tuple(truth))
+
+
+def _encode(
+    scene: Scene, path: Path, *, size: tuple[int, int], fps: int, gop: int, crf: int, occlusion: bool = False,
+    progress: Callable[[int], None] | None = None,
+) -> list[tuple[tuple[str, tuple[float, float, float, float], float], ...]]:
+    """Encode ``scene`` to ``path`` (H.264, a keyframe every ``gop`` frames); its per-frame truth.
+
+    With ``occlusion``, a face's visible share also leaves out what the heads drawn after it
+    cover (:func:`unhidden_share`). ``progress`` is told each frame written.
+    """
+    import av
+
     truth = []
     partial = path.with_name("partial-" + path.name)
     with av.open(str(partial), "w", format="mp4") as out:
@@ -239,10 +276,17 @@ def render_scene(
             frame = av.VideoFrame.from_ndarray(image, format="bgr24")
             frame.pts, frame.time_base = index, Fraction(1, fps)
             out.mux(stream.encode(frame))
-            truth.append(tuple((f.label, f.box, f.visible) for f in faces))
+            if occlusion:
+                boxes = [f.box for f in faces]
+                truth.append(tuple((f.label, f.box, unhidden_share(f.box, boxes[k + 1:], size))
+                                   for k, f in enumerate(faces)))
+            else:
+                truth.append(tuple((f.label, f.box, f.visible) for f in faces))
+            if progress is not None:
+                progress(1)
         out.mux(stream.encode(None))
     partial.replace(path)
-    return SceneClip(path, size[0], size[1], fps, gop, scene.frame_count, tuple(appearances), tuple(truth))
+    return truth
 
 
 def save_truth(clip: SceneClip, path: Path) -> None:
@@ -271,3 +315,377 @@ def load_truth(path: Path) -> SceneClip:
 def wall_image(faces_dir: Path) -> np.ndarray:
     """The brick texture from a face data folder (``negatives/skimage/brick.png``)."""
     return read_image(faces_dir / BRICK)
+
+
+# --------------------------------------------------------------------------- scene families
+
+#: The scene families of ``streamd bench scenes`` (see the module docstring).
+FAMILIES: tuple[str, ...] = ("walks", "handoff", "crossing", "return")
+#: Face widths (pixels, at 720 lines) of the hand-off lanes, the first used first.
+HANDOFF_SIZES: tuple[float, ...] = (90.0, 130.0, 60.0)
+
+Box = tuple[float, float, float, float]
+
+
+@dataclass(frozen=True)
+class Walk:
+    """One appearance with a path of its own: who, from which photo, where the face is when.
+
+    ``path`` has a keyframe on every frame (see :func:`glide`), so the face moves at the pace the
+    path says rather than easing in and out at each keyframe as :class:`~streamd.demo.scene.Actor`
+    does between keyframes.
+    """
+
+    label: str
+    enrolled: bool
+    lane: int
+    image: Path
+    path: tuple[Keyframe, ...]
+    mirror: bool = False
+    tilt: float = 0.0
+    gamma: float = 1.0
+
+    @property
+    def start_s(self) -> float:
+        return self.path[0].t
+
+    @property
+    def end_s(self) -> float:
+        return self.path[-1].t
+
+    @property
+    def face_w(self) -> float:
+        """The face's largest width on the path (larger faces are nearer: drawn over smaller ones)."""
+        return max(k.face_w for k in self.path)
+
+    def appearance(self, image: Path | None = None) -> Appearance:
+        """The appearance this walk makes (``image``: the photo actually shown, if another one)."""
+        return Appearance(self.label, self.enrolled, round(self.start_s, 3), round(self.end_s, 3), self.lane,
+                          image=str(image or self.image))
+
+
+def pick_people(
+    identities: Path, count: int, *, half: Half = "report", stranger_share: float = 0.25, gallery_images: int = 2,
+    seed: int = 0,
+) -> list[Role]:
+    """``count`` people of ``half`` of ``identities`` (:mod:`streamd.eval.split`), drawn at random (``seed``).
+
+    About ``stranger_share`` of them are never enrolled (every photo a probe); the others give
+    their first ``gallery_images`` photos to the gallery and walk with the rest (:attr:`Role.probes`).
+    Same-person folders are one person, under their identity's name.
+    """
+    people = {p.name: person_images(p) for p in sorted(Path(identities).iterdir()) if p.is_dir()}
+    chosen = select_people(people, half)
+    names = sorted(chosen)
+    random.Random(seed).shuffle(names)
+    strangers = int(round(count * stranger_share))
+    enrolled = count - strangers
+    roles: list[Role] = []
+    for name in names:
+        images = chosen[name]
+        if sum(r.enrolled for r in roles) < enrolled:
+            if len(images) > gallery_images:
+                probes = tuple(images[gallery_images:])
+                roles.append(Role(name, True, probes[0], tuple(images[:gallery_images]), probes))
+        elif images:
+            roles.append(Role(name, False, images[0], (), tuple(images)))
+        if len(roles) == count:
+            # Enrolled and never-enrolled people mixed, so that a plan's order does not group them.
+            random.Random(seed + 1).shuffle(roles)
+            return roles
+    raise ValueError(f"{identities}: the {half} half has too few people for {enrolled} enrolled and "
+                     f"{strangers} never-enrolled")
+
+
+class _Casting:
+    """Deals people in a shuffled order (cycling) and, per person, their probe photos in turn."""
+
+    def __init__(self, roles: Sequence[Role], rng: random.Random) -> None:
+        self.order = list(roles)
+        rng.shuffle(self.order)
+        self.k = 0
+        self.photo: dict[str, int] = {}
+
+    def next(self) -> tuple[Role, Path]:
+        role = self.order[self.k % len(self.order)]
+        self.k += 1
+        return role, self.photo_of(role)
+
+    def photo_of(self, role: Role) -> Path:
+        probes = role.probes or (role.video_image,)
+        n = self.photo.get(role.label, 0)
+        self.photo[role.label] = n + 1
+        return probes[n % len(probes)]
+
+
+def glide(
+    waypoints: Sequence[tuple[float, float, float, float]], fps: int, *, bob: float = 0.0, bob_hz: float = 1.8,
+    phase: float = 0.0,
+) -> tuple[Keyframe, ...]:
+    """A keyframe on every frame from the first waypoint to the last, straight between waypoints.
+
+    ``waypoints`` are (t, cx, cy, face_w), their times rounded to frames; ``bob`` moves the face
+    up and down by that share of its width at ``bob_hz`` (the steps of a walk).
+    """
+    frames = [int(round(t * fps)) for t, *_ in waypoints]
+    out: list[Keyframe] = []
+    for (f0, a), (f1, b) in zip(zip(frames, waypoints), zip(frames[1:], waypoints[1:])):
+        span = max(1, f1 - f0)
+        for f in range(f0 if not out else f0 + 1, f1 + 1):
+            u = (f - f0) / span
+            t = f / fps
+            w = a[3] + (b[3] - a[3]) * u
+            cy = a[2] + (b[2] - a[2]) * u + bob * w * np.sin(2 * np.pi * bob_hz * t + phase)
+            out.append(Keyframe(t, a[1] + (b[1] - a[1]) * u, float(cy), w))
+    return tuple(out)
+
+
+def _look(rng: random.Random) -> dict[str, float | bool]:
+    """How a photo is changed for the video: mirrored or not, a head roll, an exposure."""
+    return {"mirror": rng.random() < 0.5, "tilt": rng.uniform(-6, 6), "gamma": rng.uniform(0.85, 1.15)}
+
+
+def _out(face_w: float) -> float:
+    """How far beyond a side edge a face's centre must be for its face box to be out of view."""
+    return 0.5 * face_w + 1.0
+
+
+def walks_plan(
+    roles: Sequence[Role], *, seconds: float = 90.0, size: tuple[int, int] = (1280, 720), fps: int = 25,
+    lanes: int = 2, seed: int = 0,
+) -> list[Walk]:
+    """Back-to-back walks across the frame in ``lanes`` lanes, a probe photo per walk.
+
+    Each walk takes 4-6 s from one side edge to the other (either way); the next walker of a lane
+    starts 0.2-1.0 s after the previous one left. About 30 walks in 90 s with two lanes.
+    """
+    width, height = size
+    rng = random.Random(seed)
+    cast = _Casting(roles, rng)
+    walks: list[Walk] = []
+    for lane in range(lanes):
+        y = height * (0.3 + 0.4 * lane / max(1, lanes - 1)) if lanes > 1 else height * 0.45
+        t = 0.2 + 1.7 * lane
+        while True:
+            w = rng.uniform(80.0, 130.0) * height / 720.0
+            duration = rng.uniform(4.0, 6.0)
+            if t + duration > seconds - 0.2:
+                break
+            role, photo = cast.next()
+            x0, x1 = -_out(w), width + _out(w)
+            if rng.random() < 0.5:
+                x0, x1 = x1, x0
+            cy = y + rng.uniform(-0.03, 0.03) * height
+            path = glide([(t, x0, cy, w), (t + duration, x1, cy + rng.uniform(-15, 15), w * rng.uniform(0.95, 1.05))],
+                         fps, bob=0.03, phase=rng.uniform(0, 6.3))
+            walks.append(Walk(role.label, role.enrolled, lane, photo, path, **_look(rng)))  # type: ignore[arg-type]
+            t = path[-1].t + rng.uniform(0.2, 1.0)
+    return sorted(walks, key=lambda w: w.start_s)
+
+
+def handoff_plan(
+    roles: Sequence[Role], *, people: int = 18, sizes: Sequence[float] = HANDOFF_SIZES,
+    size: tuple[int, int] = (1280, 720), fps: int = 25, sample_fps: float = 5.0, seed: int = 0,
+) -> list[Walk]:
+    """Chains of walkers, one lane per face size: each walker leaves at a side edge and the next one
+    enters at that spot, walking back, less than one sample interval (``1 / sample_fps``) after the
+    face before it left the frame.
+
+    ``people`` walkers are dealt over the lanes (one lane per two walkers at most, up to one per
+    size, in the order of ``sizes``).
+    """
+    width, height = size
+    rng = random.Random(seed)
+    cast = _Casting(roles, rng)
+    lanes = max(1, min(len(sizes), people // 2))
+    used = list(sizes[:lanes])
+    order = sorted(range(lanes), key=lambda k: used[k])  # small faces higher up (farther away)
+    walks: list[Walk] = []
+    for lane in range(lanes):
+        w = used[lane] * height / 720.0
+        rank = order.index(lane)
+        y = height * (0.2 + 0.55 * rank / (lanes - 1)) if lanes > 1 else height * 0.45
+        t = 0.3 + 0.7 * lane
+        leftwards = rng.random() < 0.5
+        for _ in range(people // lanes + (1 if lane < people % lanes else 0)):
+            role, photo = cast.next()
+            x0, x1 = (width + _out(w), -_out(w)) if leftwards else (-_out(w), width + _out(w))
+            duration = rng.uniform(3.5, 5.0)
+            cy = y + rng.uniform(-10, 10)
+            path = glide([(t, x0, cy, w), (t + duration, x1, cy, w)], fps, bob=0.03, phase=rng.uniform(0, 6.3))
+            walks.append(Walk(role.label, role.enrolled, lane, photo, path, **_look(rng)))  # type: ignore[arg-type]
+            # The next one enters where this one left, within one sample interval.
+            t = path[-1].t + rng.uniform(0.0, 1.0 / sample_fps)
+            leftwards = not leftwards
+    return sorted(walks, key=lambda w: w.start_s)
+
+
+def crossing_plan(
+    roles: Sequence[Role], *, people: int = 24, size: tuple[int, int] = (1280, 720), fps: int = 25, seed: int = 0,
+) -> list[Walk]:
+    """Pairs walking towards each other in one lane and passing: a near face (115-135 px wide) and a
+    far one (75-95 px, a little higher); the near one is drawn over the far one (see
+    :func:`render_walks`). Two lanes of successive crossings (one when ``people`` < 4)."""
+    width, height = size
+    rng = random.Random(seed)
+    cast = _Casting(roles, rng)
+    pairs = max(1, people // 2)
+    lanes = 2 if pairs >= 2 else 1
+    walks: list[Walk] = []
+    for lane in range(lanes):
+        y = height * (0.33 + 0.4 * lane) if lanes > 1 else height * 0.5
+        t = 0.3 + 1.1 * lane
+        for _ in range(pairs // lanes + (1 if lane < pairs % lanes else 0)):
+            near_w, far_w = rng.uniform(115, 135) * height / 720, rng.uniform(75, 95) * height / 720
+            near_left = rng.random() < 0.5
+            ends = []
+            for w, cy, from_left in ((near_w, y, near_left), (far_w, y - 0.15 * near_w, not near_left)):
+                role, photo = cast.next()
+                x0, x1 = (-_out(w), width + _out(w)) if from_left else (width + _out(w), -_out(w))
+                duration = rng.uniform(4.0, 5.5)
+                path = glide([(t, x0, cy, w), (t + duration, x1, cy, w)], fps, bob=0.03, phase=rng.uniform(0, 6.3))
+                walks.append(Walk(role.label, role.enrolled, lane, photo, path, **_look(rng)))  # type: ignore[arg-type]
+                ends.append(path[-1].t)
+            t = max(ends) + rng.uniform(0.3, 1.0)
+    return sorted(walks, key=lambda w: w.start_s)
+
+
+def return_plan(
+    roles: Sequence[Role], *, people: int = 12, size: tuple[int, int] = (1280, 720), fps: int = 25, seed: int = 0,
+) -> list[Walk]:
+    """People who walk in from a side edge, turn, walk out through it, and come back through it 1-3 s
+    later to cross the frame: two appearances each (same photo), in two lanes (one when ``people`` < 2)."""
+    width, height = size
+    rng = random.Random(seed)
+    cast = _Casting(roles, rng)
+    lanes = 2 if people >= 2 else 1
+    walks: list[Walk] = []
+    for lane in range(lanes):
+        y = height * (0.32 + 0.4 * lane) if lanes > 1 else height * 0.45
+        t = 0.3 + 1.3 * lane
+        for _ in range(people // lanes + (1 if lane < people % lanes else 0)):
+            role, photo = cast.next()
+            look = _look(rng)
+            w = rng.uniform(90, 130) * height / 720
+            from_left = rng.random() < 0.5
+            edge, other = (-_out(w), width + _out(w)) if from_left else (width + _out(w), -_out(w))
+            turn = width * rng.uniform(0.3, 0.7)
+            cy = y + rng.uniform(-15, 15)
+            t_in, t_stay = t + rng.uniform(1.5, 2.5), rng.uniform(0.3, 1.0)
+            t_out = t_in + t_stay + rng.uniform(1.5, 2.5)
+            first = glide([(t, edge, cy, w), (t_in, turn, cy, w), (t_in + t_stay, turn, cy, w), (t_out, edge, cy, w)],
+                          fps, bob=0.03, phase=rng.uniform(0, 6.3))
+            back = first[-1].t + rng.uniform(1.0, 3.0)
+            second = glide([(back, edge, cy, w), (back + rng.uniform(4.0, 5.5), other, cy, w)], fps, bob=0.03,
+                           phase=rng.uniform(0, 6.3))
+            for path in (first, second):
+                walks.append(Walk(role.label, role.enrolled, lane, photo, path, **look))  # type: ignore[arg-type]
+            t = second[-1].t + rng.uniform(0.5, 1.5)
+    return sorted(walks, key=lambda w: w.start_s)
+
+
+def family_plan(
+    family: str, roles: Sequence[Role], *, people: int | None = None, size: tuple[int, int] = (1280, 720),
+    fps: int = 25, sample_fps: float = 5.0, seed: int = 0,
+) -> list[Walk]:
+    """The walks of ``family`` (one of :data:`FAMILIES`); ``people`` scales it (walks: 3 s of clip each)."""
+    if family == "walks":
+        seconds = 90.0 if people is None else max(8.0, 3.0 * people)
+        return walks_plan(roles, seconds=seconds, size=size, fps=fps, seed=seed)
+    if family == "handoff":
+        return handoff_plan(roles, people=people or 18, size=size, fps=fps, sample_fps=sample_fps, seed=seed)
+    if family == "crossing":
+        return crossing_plan(roles, people=people or 24, size=size, fps=fps, seed=seed)
+    if family == "return":
+        return return_plan(roles, people=people or 12, size=size, fps=fps, seed=seed)
+    raise ValueError(f"family must be one of {', '.join(FAMILIES)}, not {family!r}")
+
+
+def head_box(face: Box) -> Box:
+    """Where a head sprite around ``face`` is opaque, roughly: the ellipse of :func:`cut_head`'s mask
+    reaches ~0.28 face widths beside the face box, ~0.54 heights above it and ~0.24 below."""
+    x1, y1, x2, y2 = face
+    w, h = x2 - x1, y2 - y1
+    return (x1 - 0.28 * w, y1 - 0.54 * h, x2 + 0.28 * w, y2 + 0.24 * h)
+
+
+def unhidden_share(face: Box, over: Sequence[Box], size: tuple[int, int]) -> float:
+    """The share of ``face`` inside the frame and not covered by the heads of the faces ``over`` it.
+
+    Overlaps of the covering heads with each other are counted once each (an upper bound on what
+    they hide; with two faces at a time there is at most one).
+    """
+    width, height = size
+    area = (face[2] - face[0]) * (face[3] - face[1])
+    if area <= 0:
+        return 0.0
+    inside = _clip(face, width, height)
+    seen = _area(inside)
+    hidden = sum(_area(_intersect(inside, head_box(b))) for b in over)
+    return round(max(0.0, seen - hidden) / area, 3)
+
+
+def _clip(box: Box, width: float, height: float) -> Box:
+    return (max(0.0, box[0]), max(0.0, box[1]), min(width, box[2]), min(height, box[3]))
+
+
+def _intersect(a: Box, b: Box) -> Box:
+    return (max(a[0], b[0]), max(a[1], b[1]), min(a[2], b[2]), min(a[3], b[3]))
+
+
+def _area(box: Box) -> float:
+    return max(0.0, box[2] - box[0]) * max(0.0, box[3] - box[1])
+
+
+def render_walks(
+    walks: Sequence[Walk],
+    path: Path,
+    detect: Detect,
+    *,
+    wall: np.ndarray,
+    roles: Sequence[Role] = (),
+    size: tuple[int, int] = (1280, 720),
+    fps: int = 25,
+    gop: int = 25,
+    crf: int = 23,
+    tail_s: float = 0.5,
+    progress: Callable[[int], None] | None = None,
+) -> SceneClip:
+    """Render ``walks`` over ``wall`` and encode them to ``path`` (H.264), like :func:`render_scene`.
+
+    Larger faces are drawn over smaller ones (nearer people hide farther ones), and the truth's
+    visible share leaves out the part of a face such a head covers (:func:`unhidden_share`). A
+    walk whose photo has no face ``detect`` finds shows the person's next probe photo in ``roles``
+    that has one. The clip ends ``tail_s`` after the last walk.
+    """
+    probes = {r.label: r.probes or (r.video_image,) for r in roles}
+    heads: dict[Path, tuple[np.ndarray, tuple[int, int, int, int]] | None] = {}
+
+    def head(photo: Path) -> tuple[np.ndarray, tuple[int, int, int, int]] | None:
+        if photo not in heads:
+            image = read_image(photo)
+            faces = list(detect(image))
+            f = max(faces, key=lambda x: x.area) if faces else None
+            box = tuple(int(round(v)) for v in f.box) if f is not None else None
+            heads[photo] = None if box is None else (image, box)  # type: ignore[assignment]
+        return heads[photo]
+
+    sprites: dict[Actor, Sprite] = {}
+    actors: list[Actor] = []
+    appearances: list[Appearance] = []
+    for walk in sorted(walks, key=lambda w: (w.face_w, w.start_s)):  # drawn in this order: nearer over farther
+        photo = next((p for p in (walk.image, *probes.get(walk.label, ())) if head(p) is not None), None)
+        if photo is None:
+            raise ValueError(f"{walk.image}: no face found to put in the scene")
+        image, box = head(photo)  # type: ignore[misc]
+        actor = Actor(Person(walk.label, walk.enrolled), photo, box, walk.mirror, walk.path,  # type: ignore[arg-type]
+                      tilt=walk.tilt, gamma=walk.gamma)
+        sprites[actor] = cut_head(image, box, mirror=walk.mirror, tilt=walk.tilt, gamma=walk.gamma)
+        actors.append(actor)
+        appearances.append(walk.appearance(photo))
+    seconds = max(w.end_s for w in walks) + tail_s
+    grey = cv2.cvtColor(wall, cv2.COLOR_BGR2GRAY) if wall.ndim == 3 else wall
+    scene = Scene(brick_wall(grey, *size), sprites, tuple(actors), fps=fps, duration_s=seconds)
+    truth = _encode(scene, path, size=size, fps=fps, gop=gop, crf=crf, occlusion=True, progress=progress)
+    appearances.sort(key=lambda a: (a.start_s, a.lane))
+    return SceneClip(path, size[0], size[1], fps, gop, scene.frame_count, tuple(appearances), tuple(truth))

@@ -194,3 +194,194 @@ def merge(parts: Sequence[Accuracy]) -> Accuracy:
         items = [getattr(p, f.name) for p in parts]
         values[f.name] = tuple(x for item in items for x in item) if isinstance(items[0], tuple) else sum(items)
     return Accuracy(**values)  # type: ignore[arg-type]
+
+
+# --------------------------------------------------------------------------- per-sample scoring (bench scenes)
+#
+# ``streamd bench scenes`` records, for every sample, each track the camera shows (its box in that
+# sample and the name it is shown with), instead of events only: a name carried to another person
+# shows in the samples between two events, where no event is sent.
+
+
+@dataclass(frozen=True)
+class ShownTrack:
+    """A confirmed track seen in one sample: its face's box and the label shown on it (None: unknown)."""
+
+    track_id: int
+    box: Box
+    label: str | None
+
+
+@dataclass(frozen=True)
+class SampleRecord:
+    """One sample of a clip: its video time, the tracks shown, and faces detected and embedded."""
+
+    pts: float
+    tracks: tuple[ShownTrack, ...] = ()
+    detected: int = 0
+    embedded: int = 0
+
+
+#: A true face counts under a track's box only when at least this share of it is in view and unhidden.
+MIN_VISIBLE_UNDER_BOX = 0.2
+
+
+def person_under(
+    box: Box, faces: Sequence[tuple[str, Box, float]], size: tuple[int, int], *, min_iou: float = 0.3,
+    min_visible: float = MIN_VISIBLE_UNDER_BOX,
+) -> int | None:
+    """Which of a frame's true ``faces`` (label, box, visible share) ``box`` covers: the index of the
+    one it overlaps most, at IoU >= ``min_iou`` with the true box cut to the frame, or None."""
+    width, height = size
+    candidates = [k for k, f in enumerate(faces) if f[2] >= min_visible]
+    if not candidates:
+        return None
+    truth = [(max(0.0, b[0]), max(0.0, b[1]), min(width, b[2]), min(height, b[3])) for _, b, _ in
+             (faces[k] for k in candidates)]
+    overlaps = iou_matrix(np.asarray([box], dtype=np.float64), np.asarray(truth, dtype=np.float64))[0]
+    best = int(np.argmax(overlaps))
+    return candidates[best] if overlaps[best] >= min_iou else None
+
+
+def appearance_at(clip: SceneClip, label: str, t: float, slack_s: float = 0.1) -> int | None:
+    """The index in ``clip.appearances`` of ``label``'s appearance at video time ``t`` (None: none)."""
+    for k, a in enumerate(clip.appearances):
+        if a.label == label and a.start_s - slack_s <= t <= a.end_s + slack_s:
+            return k
+    return None
+
+
+@dataclass(frozen=True)
+class SceneScore:
+    """The figures of one or more clips of ``streamd bench scenes`` (see :func:`score_samples`)."""
+
+    family: str
+    samples: int
+    enrolled_appearances: int
+    #: Enrolled appearances shown with their correct name at some sample, and the others.
+    named: int
+    never_named: int
+    stranger_appearances: int
+    #: Never-enrolled appearances shown with any name at some sample.
+    strangers_named: int
+    #: Tracks shown in at least one sample.
+    tracks: int
+    #: Tracks shown, at some sample, with an enrolled name while their box covered a different person.
+    tracks_misnamed: int
+    #: Tracks whose box covered two or more different people over their life.
+    carried_tracks: int
+    #: Tracks shown with a name while their box covered no true face.
+    named_off_face: int
+    #: Per named enrolled appearance with a fully visible frame: seconds from that frame to the first
+    #: sample its name was shown.
+    times_to_identify: tuple[float, ...]
+    detected: int
+    embedded: int
+    #: What went wrong, one line each: "track 3: Ana shown on Bob at 12.4 s", "track 5: Ana, Bob", ...
+    misnamed: tuple[str, ...] = ()
+    carried: tuple[str, ...] = ()
+    missed: tuple[str, ...] = ()
+
+    @property
+    def embeddings_per_sample(self) -> float:
+        return self.embedded / self.samples if self.samples else float("nan")
+
+    @property
+    def median_time_to_identify(self) -> float | None:
+        return statistics.median(self.times_to_identify) if self.times_to_identify else None
+
+    @property
+    def p90_time_to_identify(self) -> float | None:
+        return _quantile(self.times_to_identify, 0.9) if self.times_to_identify else None
+
+
+def score_samples(
+    samples: Sequence[SampleRecord], clip: SceneClip, *, family: str = "", min_iou: float = 0.3,
+    min_visible: float = 0.9,
+) -> SceneScore:
+    """Score one clip's samples against its truth.
+
+    At every sample, each shown track's box is put on the true person it covers
+    (:func:`person_under`). An enrolled appearance is *named* when a track on it showed its label
+    at some sample; a never-enrolled one is *named* when a track on it showed any label. A track
+    is *misnamed* when it showed a label while on a different person, and *carried* when it was
+    on two or more different people over its life. Time to identify runs from the first frame
+    the appearance's face is at least ``min_visible`` in view (and unhidden) to the first sample
+    its name was shown on it.
+    """
+    size = (clip.width, clip.height)
+    named_at: dict[int, float] = {}
+    shown_any: set[int] = set()
+    people: dict[int, list[str]] = {}
+    misnamed: dict[int, str] = {}
+    off_face: set[int] = set()
+    for sample in samples:
+        faces = clip.faces_at(sample.pts)
+        for shown in sample.tracks:
+            on = people.setdefault(shown.track_id, [])
+            k = person_under(shown.box, faces, size, min_iou=min_iou)
+            if k is None:
+                if shown.label is not None:
+                    off_face.add(shown.track_id)
+                continue
+            person = faces[k][0]
+            if person not in on:
+                on.append(person)
+            if shown.label is None:
+                continue
+            if shown.label != person and shown.track_id not in misnamed:
+                misnamed[shown.track_id] = (f"track {shown.track_id}: {shown.label} shown on {person} "
+                                            f"at {sample.pts:.1f} s")
+            index = appearance_at(clip, person, sample.pts)
+            if index is None:
+                continue
+            shown_any.add(index)
+            if shown.label == person and index not in named_at:
+                named_at[index] = sample.pts
+    enrolled = [k for k, a in enumerate(clip.appearances) if a.enrolled]
+    strangers = [k for k, a in enumerate(clip.appearances) if not a.enrolled]
+    times = []
+    for k in enrolled:
+        if k in named_at:
+            visible = clip.first_visible(clip.appearances[k], min_visible)
+            if visible is not None:
+                times.append(round(max(0.0, named_at[k] - visible), 3))
+    carried = {t: on for t, on in people.items() if len(on) > 1}
+
+    def where(k: int) -> str:
+        a = clip.appearances[k]
+        return f"{a.label} ({a.start_s:.1f}-{a.end_s:.1f} s)"
+
+    return SceneScore(
+        family=family,
+        samples=len(samples),
+        enrolled_appearances=len(enrolled),
+        named=sum(k in named_at for k in enrolled),
+        never_named=sum(k not in named_at for k in enrolled),
+        stranger_appearances=len(strangers),
+        strangers_named=sum(k in shown_any for k in strangers),
+        tracks=len({t.track_id for sample in samples for t in sample.tracks}),
+        tracks_misnamed=len(misnamed),
+        carried_tracks=len(carried),
+        named_off_face=len(off_face),
+        times_to_identify=tuple(times),
+        detected=sum(s.detected for s in samples),
+        embedded=sum(s.embedded for s in samples),
+        misnamed=tuple(misnamed[t] for t in sorted(misnamed)),
+        carried=tuple(f"track {t}: {', '.join(on)}" for t, on in sorted(carried.items())),
+        missed=tuple(where(k) for k in enrolled if k not in named_at),
+    )
+
+
+def merge_scores(parts: Sequence[SceneScore], family: str = "") -> SceneScore:
+    """Several clips' figures as one (counts and lists added up)."""
+    values: dict[str, object] = {"family": family or "+".join(p.family for p in parts)}
+    for f in fields(SceneScore):
+        if f.name == "family":
+            continue
+        items = [getattr(p, f.name) for p in parts]
+        if str(f.type).startswith("tuple"):
+            values[f.name] = tuple(x for item in items for x in item)
+        else:
+            values[f.name] = sum(items)
+    return SceneScore(**values)  # type: ignore[arg-type]

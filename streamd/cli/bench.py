@@ -7,7 +7,9 @@ import importlib
 import click
 
 # Modules under streamd.bench that export a click command named ``command``.
-_SUBCOMMANDS: tuple[str, ...] = ("decode", "engines", "index", "mqtt", "paddle", "pipeline", "seed", "reload")
+_SUBCOMMANDS: tuple[str, ...] = (
+    "decode", "engines", "index", "mqtt", "paddle", "pipeline", "scenes_run", "seed", "reload",
+)
 
 
 @click.group("bench")
