@@ -214,6 +214,12 @@ class DlibEmbedderSettings(StrictModel):
     num_jitters: int = Field(
         1, ge=1, le=100, description="Re-sample each face this many times; N jitters cost N times more, gain ~0.1 %."
     )
+    flip: bool = Field(
+        False,
+        description="Embed the face and its mirror image, sum the two vectors and normalise (flip-averaged "
+        "features). Costs a second embedding per face; an index built with it and one built without it do not "
+        "mix (the engine fingerprint differs).",
+    )
 
 
 class OnnxEmbedderSettings(StrictModel):
@@ -226,6 +232,12 @@ class OnnxEmbedderSettings(StrictModel):
     mean: float = Field(127.5, description="Subtracted from each pixel (0-255) before the model.")
     std: float = Field(128.0, gt=0, description="Pixels are divided by this after the mean is subtracted.")
     color: Literal["RGB", "BGR"] = Field("RGB", description="Channel order the model was trained on.")
+    flip: bool = Field(
+        False,
+        description="Embed the face and its mirror image, sum the two vectors and normalise (flip-averaged "
+        "features). Costs a second embedding per face; an index built with it and one built without it do not "
+        "mix (the engine fingerprint differs).",
+    )
     default_threshold: float = Field(
         0.45,
         ge=-1.0,
@@ -290,6 +302,12 @@ class PaddleEmbedderSettings(PaddleRuntimeSettings):
     mean: float = Field(127.5, description="Subtracted from each pixel (0-255) before the model.")
     std: float = Field(127.5, gt=0, description="Pixels are divided by this after the mean is subtracted.")
     color: Literal["RGB", "BGR"] = Field("RGB", description="Channel order the model was trained on.")
+    flip: bool = Field(
+        False,
+        description="Embed the face and its mirror image, sum the two vectors and normalise (flip-averaged "
+        "features). Costs a second embedding per face; an index built with it and one built without it do not "
+        "mix (the engine fingerprint differs).",
+    )
     batch_size: int = Field(8, ge=1, description="Faces per model call; larger is faster per face on busy frames.")
     default_threshold: float = Field(
         0.45,

@@ -30,7 +30,7 @@ import numpy as np
 
 from streamd.faces.align import invert_affine, transform_points, umeyama
 from streamd.faces.modelfile import file_sha256
-from streamd.faces.vectors import l2_normalise
+from streamd.faces.vectors import flip_average, l2_normalise
 from streamd.types import Face
 
 #: dlib's 5-point chip template (``get_face_chip_details`` in dlib/image_transforms/interpolation.h),
@@ -192,7 +192,8 @@ class DlibEmbedder:
 
     The face is cut with ``dlib.get_face_chip``'s alignment (150x150, padding 0.25) from five points
     derived from the face's ArcFace landmarks; faces without landmarks (box-only detectors) get
-    them from dlib's shape predictor run on the box, as ``face_recognition`` does.
+    them from dlib's shape predictor run on the box, as ``face_recognition`` does. ``flip``: each
+    chip is also embedded mirrored, the two unit vectors summed and normalised (a second embedding).
     """
 
     name = "dlib"
@@ -205,16 +206,21 @@ class DlibEmbedder:
         num_jitters: int = 1,
         model_path: Path | None = None,
         predictor_path: Path | None = None,
+        flip: bool = False,
     ) -> None:
         import dlib
 
         self._dlib = dlib
         self.num_jitters = int(num_jitters)
+        self.flip = bool(flip)
         path = Path(model_path or _default_model_path("resnet"))
         self._net = dlib.face_recognition_model_v1(str(path))
         self._predictor_path = predictor_path
         self._predictor: Any = None  # loaded on first box-only face
         self.fingerprint = f"dlib-resnet:sha256={file_sha256(path)}:chip={_CHIP_SIZE}/{_CHIP_PADDING}"
+        if self.flip:
+            # Flip-averaged vectors do not mix with plain ones in one index.
+            self.fingerprint += ":flip"
 
     def _points(self, rgb: np.ndarray, face: Face) -> np.ndarray:
         if face.landmarks is not None:
@@ -227,13 +233,37 @@ class DlibEmbedder:
         shape = self._predictor(rgb, self._dlib.rectangle(x1, y1, x2 - 1, y2 - 1))
         return np.array([[p.x, p.y] for p in shape.parts()], dtype=np.float64)
 
-    def embed(self, image: np.ndarray, faces: Sequence[Face]) -> np.ndarray:
-        """One L2-normalised float32 vector per face, shape (len(faces), 128)."""
-        if not faces:
-            return np.zeros((0, self.dim), dtype=np.float32)
-        rgb = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+    def _shapes(self, rgb: np.ndarray, faces: Sequence[Face]) -> Any:
         shapes = self._dlib.full_object_detections()
         for face in faces:
             shapes.append(_full_object_detection(self._dlib, face.box, self._points(rgb, face)))
-        vectors = self._net.compute_face_descriptor(rgb, shapes, self.num_jitters, _CHIP_PADDING)
+        return shapes
+
+    def embed(self, image: np.ndarray, faces: Sequence[Face]) -> np.ndarray:
+        """One L2-normalised float32 vector per face, shape (len(faces), 128); flip-averaged when ``flip``."""
+        if not faces:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        if self.flip:
+            return flip_average(self.embed_face_chips, self.face_chips(image, faces))
+        rgb = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+        vectors = self._net.compute_face_descriptor(rgb, self._shapes(rgb, faces), self.num_jitters, _CHIP_PADDING)
+        return l2_normalise(np.array([np.asarray(v) for v in vectors]))
+
+    def face_chips(self, image: np.ndarray, faces: Sequence[Face]) -> list[np.ndarray]:
+        """The 150x150 RGB chips dlib's ResNet sees for these faces (``dlib.get_face_chips``, padding 0.25).
+
+        Not named ``embed_chips``: the pipeline hands an embedder with that method 112x112 ArcFace chips.
+        """
+        if not faces:
+            return []
+        rgb = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+        chips = self._dlib.get_face_chips(rgb, self._shapes(rgb, faces), size=_CHIP_SIZE, padding=_CHIP_PADDING)
+        return [np.asarray(c, dtype=np.uint8) for c in chips]
+
+    def embed_face_chips(self, chips: Sequence[np.ndarray]) -> np.ndarray:
+        """Unit vectors for chips from :meth:`face_chips` (or their mirror images), never flip-averaged."""
+        if len(chips) == 0:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        batch = [np.ascontiguousarray(c, dtype=np.uint8) for c in chips]
+        vectors = self._net.compute_face_descriptor(batch, self.num_jitters)
         return l2_normalise(np.array([np.asarray(v) for v in vectors]))

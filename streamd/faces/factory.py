@@ -135,7 +135,7 @@ def _dlib_embedder(settings: Any, device: str) -> FaceEmbedder:
     _dlib_model_files("embedder")
     from streamd.faces.dlib_engine import DlibEmbedder
 
-    return DlibEmbedder(num_jitters=settings.num_jitters)
+    return DlibEmbedder(num_jitters=settings.num_jitters, flip=settings.flip)
 
 
 def _onnx_embedder(settings: Any, device: str) -> FaceEmbedder:
@@ -152,6 +152,7 @@ def _onnx_embedder(settings: Any, device: str) -> FaceEmbedder:
         threads=settings.threads,
         device=device,
         batch_size=settings.batch_size,
+        flip=settings.flip,
     )
 
 

@@ -16,7 +16,7 @@ import numpy as np
 from streamd.errors import EngineUnavailable, ModelError
 from streamd.faces.align import ARCFACE_SIZE, face_chip
 from streamd.faces.modelfile import file_sha256
-from streamd.faces.vectors import l2_normalise
+from streamd.faces.vectors import flip_average, l2_normalise
 from streamd.types import Face
 
 
@@ -292,7 +292,8 @@ class OnnxArcFaceEmbedder:
     the detector gave none), converted to ``color`` order, normalised as ``(pixel - mean) / std``
     and run in batches of ``batch_size`` (default: one at a time on the CPU, 16 on a GPU; as
     many as a model with a fixed batch dimension takes). Vectors are L2-normalised, so cosine
-    similarity is a dot product.
+    similarity is a dot product. ``flip``: each face is also embedded mirrored and the two unit
+    vectors are summed and normalised again (:func:`flip_average`), at the cost of a second embedding.
     """
 
     name = "onnx"
@@ -308,8 +309,10 @@ class OnnxArcFaceEmbedder:
         threads: int = 1,
         device: str = "cpu",
         batch_size: int | None = None,
+        flip: bool = False,
     ) -> None:
         self.model_path = Path(model_path)
+        self.flip = bool(flip)
         self.mean = float(mean)
         self.std = float(std)
         self.color = color
@@ -343,6 +346,10 @@ class OnnxArcFaceEmbedder:
             f"onnx-arcface:sha256={file_sha256(self.model_path)}:"
             f"align=arcface{ARCFACE_SIZE}:color={self.color}:mean={self.mean:g}:std={self.std:g}"
         )
+        if self.flip:
+            # Flip-averaged vectors are not comparable with plain ones: an index of either kind is
+            # refused by an engine of the other.
+            self.fingerprint += ":flip"
 
     def _run(self, batch: np.ndarray) -> np.ndarray:
         return np.asarray(self._session.run([self._output_name], {self._input_name: batch})[0])
@@ -363,7 +370,15 @@ class OnnxArcFaceEmbedder:
         return self.embed_chips(chips)
 
     def embed_chips(self, chips: Sequence[np.ndarray]) -> np.ndarray:
-        """Vectors for already aligned 112x112 BGR chips."""
+        """Vectors for already aligned 112x112 BGR chips (flip-averaged when ``flip``)."""
+        if self.flip:
+            return flip_average(self._embed_plain, chips)
+        return self._embed_plain(chips)
+
+    def _embed_plain(self, chips: Sequence[np.ndarray]) -> np.ndarray:
+        """One unit vector per chip as it is."""
+        if len(chips) == 0:
+            return np.zeros((0, self.dim), dtype=np.float32)
         out = []
         for start in range(0, len(chips), self.batch_size):
             part = list(chips[start : start + self.batch_size])
@@ -377,4 +392,3 @@ class OnnxArcFaceEmbedder:
 def _is_arcface_input(shape: list[Any]) -> bool:
     """True for [N,3,112,112] where N may be symbolic (dynamic batch)."""
     return len(shape) == 4 and shape[1] == 3 and shape[2] == ARCFACE_SIZE and shape[3] == ARCFACE_SIZE
-

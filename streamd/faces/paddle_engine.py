@@ -35,7 +35,7 @@ from streamd.faces import paddle_models
 from streamd.faces.align import ARCFACE_SIZE, face_chip
 from streamd.faces.modelfile import file_sha256
 from streamd.faces.paddle_models import ModelFiles, find_model_files
-from streamd.faces.vectors import l2_normalise
+from streamd.faces.vectors import flip_average, l2_normalise
 from streamd.settings import (
     PaddleDetectorSettings,
     PaddleEmbedderSettings,
@@ -375,7 +375,10 @@ class PaddleDetector:
 
 
 class PaddleEmbedder:
-    """A 112x112 Paddle recogniser run by Paddle Inference; vectors L2-normalised."""
+    """A 112x112 Paddle recogniser run by Paddle Inference; vectors L2-normalised.
+
+    ``flip`` (settings): each face is also embedded mirrored, the two unit vectors summed and normalised.
+    """
 
     name = "paddle"
 
@@ -387,6 +390,7 @@ class PaddleEmbedder:
         self.model_dir = Path(settings.model_dir)
         self.mean, self.std, self.color = float(settings.mean), float(settings.std), settings.color
         self.batch_size = int(settings.batch_size)
+        self.flip = bool(settings.flip)
         self.default_threshold = float(settings.default_threshold)
         self._predictor = paddle_predictor(files, settings, device, what)
         names = self._predictor.get_input_names()
@@ -408,6 +412,9 @@ class PaddleEmbedder:
             f"paddle:sha256={file_sha256(files.params)}:align=arcface{ARCFACE_SIZE}:"
             f"color={self.color}:mean={self.mean:g}:std={self.std:g}"
         )
+        if self.flip:
+            # Flip-averaged vectors do not mix with plain ones in one index.
+            self.fingerprint += ":flip"
 
     def _forward(self, batch: np.ndarray) -> np.ndarray:
         return np.asarray(_run(self._predictor, {self._input: batch})[0])
@@ -424,7 +431,13 @@ class PaddleEmbedder:
         return self.embed_chips([face_chip(image, face, ARCFACE_SIZE) for face in faces])
 
     def embed_chips(self, chips: Sequence[np.ndarray]) -> np.ndarray:
-        """Vectors for 112x112 BGR face chips, shape (len(chips), dim)."""
+        """Vectors for 112x112 BGR face chips, shape (len(chips), dim); flip-averaged when ``flip``."""
+        if self.flip:
+            return flip_average(self._embed_plain, chips)
+        return self._embed_plain(chips)
+
+    def _embed_plain(self, chips: Sequence[np.ndarray]) -> np.ndarray:
+        """One unit vector per chip as it is."""
         if len(chips) == 0:
             return np.zeros((0, self.dim), np.float32)
         parts = [
