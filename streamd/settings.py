@@ -21,6 +21,7 @@ from pydantic_settings import (
 )
 
 from streamd.errors import ConfigError
+from streamd.faces.calibration import ONNX_SAME_PERSON_THRESHOLD, PADDLE_SAME_PERSON_THRESHOLD
 from streamd.logging_setup import LogSettings
 from streamd.pipeline.config import PipelineSettings
 from streamd.server.config import HttpSettings
@@ -247,6 +248,14 @@ class OnnxEmbedderSettings(StrictModel):
         "about 96 % of known faces named, under 2 % of strangers named). Lower names more people "
         "but also more strangers.",
     )
+    same_person_threshold: float = Field(
+        ONNX_SAME_PERSON_THRESHOLD,
+        ge=-1.0,
+        le=1.0,
+        description="The tracker's same-person gate for this model (tracking.min_similarity unset): the cosine "
+        "similarity that photos of different people reach at most 0.1 % of the time (`streamd eval gate`). "
+        "Calibrate it again for another model.",
+    )
     threads: int = Field(1, ge=0, description="Intra-op threads (0 = library default).")
     batch_size: int | None = Field(
         None,
@@ -278,6 +287,14 @@ class PaddlexEmbedderSettings(PaddleRuntimeSettings):
         ge=-1.0,
         le=1.0,
         description="Cosine similarity this model is calibrated for; used when index.rec_threshold is unset.",
+    )
+    same_person_threshold: float = Field(
+        PADDLE_SAME_PERSON_THRESHOLD,
+        ge=-1.0,
+        le=1.0,
+        description="The tracker's same-person gate for this model (tracking.min_similarity unset): the cosine "
+        "similarity that photos of different people reach at most 0.1 % of the time (`streamd eval gate`). "
+        "Calibrate it again for another model.",
     )
 
     @field_validator("model_name")
@@ -314,6 +331,14 @@ class PaddleEmbedderSettings(PaddleRuntimeSettings):
         ge=-1.0,
         le=1.0,
         description="Cosine similarity this model is calibrated for; used when index.rec_threshold is unset.",
+    )
+    same_person_threshold: float = Field(
+        PADDLE_SAME_PERSON_THRESHOLD,
+        ge=-1.0,
+        le=1.0,
+        description="The tracker's same-person gate for this model (tracking.min_similarity unset): the cosine "
+        "similarity that photos of different people reach at most 0.1 % of the time (`streamd eval gate`). "
+        "Calibrate it again for another model.",
     )
 
 

@@ -60,7 +60,7 @@ def test_tracking_settings_load_from_yaml_and_environment(tmp_path: Path, monkey
         # the gate is the embedder's own calibrated figure, whatever the naming threshold is
         (TrackingSettings(), 0.45, 0.40, 0.40, 0.45),
         (TrackingSettings(), 0.30, 0.40, 0.40, 0.30),
-        (TrackingSettings(), 0.93, 0.94, 0.94, 0.93),
+        (TrackingSettings(), 0.94, 0.93, 0.93, 0.94),
         (TrackingSettings(min_similarity=0.5, min_score=0.6), 0.45, 0.40, 0.5, 0.6),
     ],
 )

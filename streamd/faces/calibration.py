@@ -11,9 +11,18 @@ similarity that pairs of photos of *different* people reach at most 0.1 % of the
 
 from __future__ import annotations
 
+#: dlib's ResNet (L2-normalised vectors; cosine = 1 - d^2 / (2 * 1.43^2) for dlib's distance d, the
+#: raw descriptors' norm being 1.43): the naming threshold where at most 1 % of strangers' probes
+#: are named on the tuning half (`streamd eval ident --half tune`), stricter than dlib's own
+#: "distance < 0.6" (cosine 0.91), which is a verification rule and names many more strangers.
+DLIB_DEFAULT_THRESHOLD = 0.94
+
+#: dlib's ResNet: the tracker's same-person gate.
+DLIB_SAME_PERSON_THRESHOLD = 0.93
+
 #: ArcFace-style 112x112 MobileFaceNets on the onnx engine (foamliu's, and the insightface /
 #: PaddlePaddle MobileFace converted to ONNX, whose different-person tails lie close together).
-ONNX_SAME_PERSON_THRESHOLD = 0.40
+ONNX_SAME_PERSON_THRESHOLD = 0.35
 
 #: Paddle MobileFace through Paddle Inference or PaddleX (the same weights as the converted one).
-PADDLE_SAME_PERSON_THRESHOLD = 0.40
+PADDLE_SAME_PERSON_THRESHOLD = 0.33

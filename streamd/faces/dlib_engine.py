@@ -16,8 +16,8 @@ vector agrees with the one from dlib's own five points to cosine 0.9993 (median;
 Threshold. dlib's rule is "same person when the Euclidean distance between raw descriptors is
 below 0.6". streamd L2-normalises every vector and compares by cosine (dot product); the
 descriptors' norms are about 1.43, so the rule maps to a cosine threshold of 0.91, checked on
-LFW. streamd's default is a little stricter, 0.93 (distance 0.54), which names fewer strangers
-in open-set identification at the same recall (see :data:`DLIB_DEFAULT_THRESHOLD`).
+LFW. streamd's default is stricter (:data:`~streamd.faces.calibration.DLIB_DEFAULT_THRESHOLD`,
+chosen on the tuning half for open-set identification, where a stranger given a name is the costly error).
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ import cv2
 import numpy as np
 
 from streamd.faces.align import invert_affine, transform_points, umeyama
+from streamd.faces.calibration import DLIB_DEFAULT_THRESHOLD, DLIB_SAME_PERSON_THRESHOLD
 from streamd.faces.modelfile import file_sha256
 from streamd.faces.vectors import flip_average, l2_normalise
 from streamd.types import Face
@@ -60,20 +61,8 @@ ARCFACE_IN_DLIB_TEMPLATE = np.array(
     ]
 )
 
-#: The default cosine threshold for dlib's L2-normalised ResNet vectors: a little stricter than
-#: dlib's own "distance < 0.6" rule, which is 0.91. Raw descriptors have norms of 1.43 +- 0.07
-#: (median 1.43, LFW View-1 test images), so for two of them d^2 = 2 * 1.43^2 * (1 - cos) and
-#: d = 0.6 is cos = 1 - 0.36 / (2 * 1.43^2) = 0.912. On the 1000 LFW View-1 test pairs cosine
-#: >= 0.91 agrees with d < 0.6 on 98.9 % of the pairs and gives 98.8 % accuracy (TAR 98.2 %,
-#: FAR 0.6 %; d < 0.6 itself: 98.5 %).
-#: That is a verification figure (pairs). A camera daemon does open-set identification, where a
-#: stranger given a name is the costly error: `streamd eval ident` (340 people of identities/, 2
-#: enrolment images, 20 % never enrolled) names 86.3 % of known probes at 0.90-0.93 alike, and
-#: gives strangers a name 3.4 % of the time at 0.91, 2.5 % at 0.93 (0.94: 1.0 %, but 84.7 % named).
-#: On the pipeline bench's clips 0.91 named one stranger (or, on deblocked frames, mislabelled one
-#: enrolled person) and 0.93 named all 41 enrolled tracks rightly and no stranger. Hence 0.93,
-#: dlib's distance 0.54 (cos = 1 - d^2 / (2 * 1.43^2)).
-DLIB_DEFAULT_THRESHOLD = 0.93
+# The calibrated thresholds (naming, same-person gate) live with the other embedders' in
+# streamd.faces.calibration; docs/accuracy.md has the curves they were chosen from.
 
 # Which dlib points make up each ArcFace point whose measured offset is kept: eye centre = mean
 # of the two corners, nose tip follows the nose bottom. Mouth corners are not seen by the model.
@@ -199,6 +188,7 @@ class DlibEmbedder:
     name = "dlib"
     dim = 128
     default_threshold = DLIB_DEFAULT_THRESHOLD
+    same_person_threshold = DLIB_SAME_PERSON_THRESHOLD
 
     def __init__(
         self,

@@ -149,6 +149,7 @@ def _onnx_embedder(settings: Any, device: str) -> FaceEmbedder:
         std=settings.std,
         color=settings.color,
         default_threshold=settings.default_threshold,
+        same_person_threshold=settings.same_person_threshold,
         threads=settings.threads,
         device=device,
         batch_size=settings.batch_size,

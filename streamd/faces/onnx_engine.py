@@ -15,6 +15,7 @@ import numpy as np
 
 from streamd.errors import EngineUnavailable, ModelError
 from streamd.faces.align import ARCFACE_SIZE, face_chip
+from streamd.faces.calibration import ONNX_SAME_PERSON_THRESHOLD
 from streamd.faces.modelfile import file_sha256
 from streamd.faces.vectors import flip_average, l2_normalise
 from streamd.types import Face
@@ -306,6 +307,7 @@ class OnnxArcFaceEmbedder:
         std: float = 128.0,
         color: str = "RGB",
         default_threshold: float = 0.45,
+        same_person_threshold: float = ONNX_SAME_PERSON_THRESHOLD,
         threads: int = 1,
         device: str = "cpu",
         batch_size: int | None = None,
@@ -317,6 +319,7 @@ class OnnxArcFaceEmbedder:
         self.std = float(std)
         self.color = color
         self.default_threshold = float(default_threshold)
+        self.same_person_threshold = float(same_person_threshold)
         self._session = ort_session(self.model_path, threads=threads, device=device)
         inputs = self._session.get_inputs()
         shape = list(inputs[0].shape) if len(inputs) == 1 else []

@@ -392,6 +392,7 @@ class PaddleEmbedder:
         self.batch_size = int(settings.batch_size)
         self.flip = bool(settings.flip)
         self.default_threshold = float(settings.default_threshold)
+        self.same_person_threshold = float(settings.same_person_threshold)
         self._predictor = paddle_predictor(files, settings, device, what)
         names = self._predictor.get_input_names()
         if len(names) != 1:
@@ -539,6 +540,7 @@ class PaddlexEmbedder:
         self.model_name = settings.model_name
         self.batch_size = int(settings.batch_size)
         self.default_threshold = float(settings.default_threshold)
+        self.same_person_threshold = float(settings.same_person_threshold)
         self._model, files = paddlex_model(settings, "face_feature", device, what)
         self.model_dir = _model_dir_of(self._model, files)
         probe = self.embed_chips([np.zeros((ARCFACE_SIZE, ARCFACE_SIZE, 3), np.uint8)], normalise=False)

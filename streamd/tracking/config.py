@@ -134,7 +134,7 @@ class TrackingSettings(BaseModel):
         "re-checked like an identified one (every recheck_every samples, or on a clearly better face). "
         "Enrolled people are named after 3-4 embeddings (min_votes 3), so 8 leaves room for a bad start; "
         "higher names hard faces a little more often but spends embedding time on people who are not "
-        "enrolled (measured: 15 instead of 8 costs 15 % more recognition CPU on the benchmark's scenes).",
+        "enrolled.",
     )
     clearly_unknown_below: float | None = Field(
         None,
@@ -143,9 +143,7 @@ class TrackingSettings(BaseModel):
         description="An unnamed track stops spending embed_budget once min_votes of its faces were embedded "
         "and the closest any came to a gallery face is under this similarity: someone not enrolled, not a "
         "hard face of someone who is. It is then re-checked like a named track. Unset = two thirds of the "
-        "vote threshold (0.30 for MobileFaceNet at 0.45; 0.62 for dlib at 0.93, i.e. distance 0.87). "
-        "Measured on the benchmark's scenes (MobileFaceNet): never-enrolled people's faces come within "
-        "0.09-0.27 of a name, enrolled people's own matches stay at 0.36 or above. -1 spends the whole budget.",
+        "vote threshold. -1 spends the whole budget.",
     )
     # ---- identity decision
     min_score: float | None = Field(
