@@ -7,7 +7,7 @@ import importlib
 import click
 
 # Modules under streamd.eval that export a click command named ``command``.
-_SUBCOMMANDS: tuple[str, ...] = ("pairs", "ident", "gate", "levers")
+_SUBCOMMANDS: tuple[str, ...] = ("pairs", "ident", "gate", "levers", "tracks")
 
 
 @click.group("eval")
