@@ -6,21 +6,31 @@ import json
 import re
 from pathlib import Path
 
+import numpy as np
 import pytest
 from click.testing import CliRunner
 
 from streamd.bench.scenes import (
+    HARD,
+    NORMAL,
     Appearance,
     Role,
     SceneClip,
+    Walk,
+    choose_strangers,
     crossing_plan,
+    family_plan,
     glide,
     handoff_plan,
+    light_field,
     pick_people,
     return_plan,
+    turn_head,
     unhidden_share,
     walks_plan,
+    worsen,
 )
+from streamd.demo.scene import Sprite
 from streamd.bench.scenes_run import command
 from streamd.bench.scoring import SampleRecord, ShownTrack, merge_scores, person_under, score_samples
 from streamd.eval.split import half_of, identity_of
@@ -182,6 +192,90 @@ def test_crossing_pairs_walk_towards_each_other_and_returners_come_back_through_
         assert b.path[0].cx == pytest.approx(a.path[-1].cx)
 
 
+def unit(*values: float) -> np.ndarray:
+    v = np.asarray(values, dtype=np.float32)
+    return v / np.linalg.norm(v)
+
+
+def test_look_alike_strangers_are_the_candidates_closest_to_an_enrolled_person() -> None:
+    # given a gallery of two enrolled people along the first two axes, and five candidates: two close
+    # to someone enrolled (one of them only by their second photo), two far, one without a usable photo
+    gallery = np.stack([unit(1, 0, 0, 0), unit(0, 1, 0, 0)])
+    candidates = {
+        "near_ana": np.stack([unit(0.9, 0.1, 0.3, 0)]),
+        "near_bob_2nd": np.stack([unit(0, 0, 1, 0), unit(0.1, 0.8, 0, 0.3)]),
+        "far1": np.stack([unit(0, 0, 1, 0.2)]),
+        "far2": np.stack([unit(0, 0, 0.3, 1)]),
+        "no_face": np.empty((0, 4), np.float32),
+    }
+    # when three strangers are wanted, two thirds of them look-alikes
+    picked = choose_strangers(candidates, gallery, ["Ana", "Bob"], 3, lookalike_share=2 / 3, seed=1)
+    # then the two closest come first, with whom they are closest and how close, and one more at random
+    assert [(x.label, x.closest, x.lookalike) for x in picked[:2]] == [("near_ana", "Ana", True),
+                                                                      ("near_bob_2nd", "Bob", True)]
+    assert picked[0].similarity == pytest.approx(float(candidates["near_ana"][0] @ gallery[0]), abs=1e-4)
+    assert picked[1].similarity == pytest.approx(float(candidates["near_bob_2nd"][1] @ gallery[1]), abs=1e-4)
+    assert len(picked) == 3 and not picked[2].lookalike and picked[2].label in {"far1", "far2", "no_face"}
+    # and with no share for look-alikes none is chosen for it; asking for more than there are is an error
+    assert not any(x.lookalike for x in choose_strangers(candidates, gallery, ["Ana", "Bob"], 3,
+                                                         lookalike_share=0.0))
+    with pytest.raises(ValueError):
+        choose_strangers(candidates, gallery, ["Ana", "Bob"], 6, lookalike_share=1.0)
+
+
+def test_the_hard_plans_have_small_faces_blur_turned_heads_and_hand_offs_both_ways() -> None:
+    cast = roles(40)
+    hard = {f: family_plan(f, cast, seed=7, difficulty=HARD) for f in ("walks", "handoff", "crossing", "return")}
+    every = [w for walks in hard.values() for w in walks]
+    # faces under 60 px (at 720 lines), but none under the 40 px the quality gate lets through
+    small = [w for w in every if w.face_w < 60]
+    assert len(small) >= 0.1 * len(every) and min(w.face_w for w in every) >= 40
+    assert any(w.blur_px > 0 for w in every) and all(w.blur_px == 0 or w.blur_px >= 5 for w in every)
+    assert any(abs(w.yaw) >= 15 for w in every) and max(abs(w.yaw) for w in every) <= 30
+    assert all(w.gamma > 1.15 and w.contrast < 1.0 for w in every)  # dimmer and flatter than the normal plan
+    assert HARD.crf > NORMAL.crf and HARD.light_floor < 1.0
+    # hand-offs at both side edges, and the next walker entering both before and after the last one left
+    gaps, edges = [], set()
+    for lane in {w.lane for w in hard["handoff"]}:
+        mine = [w for w in hard["handoff"] if w.lane == lane]
+        for a, b in zip(mine, mine[1:]):
+            gaps.append(b.start_s - a.end_s)
+            assert b.path[0].cx == pytest.approx(a.path[-1].cx)  # the same edge
+            edges.add(a.path[-1].cx > 640)
+    assert edges == {True, False}
+    assert min(gaps) < 0 < max(gaps) and all(-0.2 - 1e-9 <= g <= 0.2 + 1e-9 for g in gaps)
+    assert min(w.face_w for w in hard["handoff"]) < 60
+    # and a returning person comes back with another photo
+    back: dict[str, list[Walk]] = {}
+    for w in hard["return"]:
+        back.setdefault(w.label, []).append(w)
+    assert any(a.image != b.image for a, b in back.values())
+    # while the normal plan has none of it
+    normal = family_plan("walks", cast, seed=7, difficulty=NORMAL)
+    assert all(w.face_w >= 80 * 0.95 and w.blur_px == 0 and w.yaw == 0 and w.contrast == 1.0 for w in normal)
+
+
+def test_a_turned_head_is_narrower_and_its_far_side_shorter() -> None:
+    # given a 100 x 120 sprite, opaque everywhere, its face box in the middle
+    sprite = Sprite(np.full((120, 100, 3), 200, np.uint8), np.ones((120, 100), np.float32), (25.0, 30.0, 75.0, 90.0))
+    # when turned by 30 degrees
+    turned = turn_head(sprite, 30.0)
+    # then it is cos(30) as wide, the face box too, and the right (far) side is shorter than the left
+    assert turned.alpha.shape == (120, round(100 * np.cos(np.radians(30))))
+    assert turned.face_box[2] - turned.face_box[0] == pytest.approx(50 * np.cos(np.radians(30)), rel=0.05)
+    column = turned.alpha > 0.5
+    assert column[:, 2].sum() > column[:, -3].sum()
+    # and motion blur smears it sideways only; the uneven light is darkest at the floor given
+    walk = Walk("a", True, 0, Path("a.jpg"), glide([(0, 0, 0, 50.0), (1, 100, 0, 50.0)], 5), blur_px=10.0)
+    striped = Sprite(np.tile(np.array([0, 255], np.uint8).repeat(5)[None, :, None], (120, 10, 3)),
+                     np.ones((120, 100), np.float32), sprite.face_box)
+    smeared = worsen(striped, walk)
+    assert smeared.bgr[:, 30:70].std() < 0.2 * striped.bgr[:, 30:70].std()
+    gain = light_field((320, 180), 0.45, seed=2)
+    assert gain is not None and gain.shape == (180, 320, 1) and 0.45 <= gain.min() < 0.5 and gain.max() <= 1.0
+    assert light_field((320, 180), 1.0) is None
+
+
 @pytest.mark.shared
 def test_casts_come_from_the_chosen_half(faces_dir: Path) -> None:
     cast = pick_people(faces_dir / "identities", 20, half="report", seed=5)
@@ -193,24 +287,33 @@ def test_casts_come_from_the_chosen_half(faces_dir: Path) -> None:
 
 
 @pytest.mark.shared
+@pytest.mark.parametrize("difficulty", ["normal", "hard"])
 def test_the_command_prints_a_consistent_table_for_a_tiny_handoff(tmp_path: Path, models_dir: Path,
-                                                                  faces_dir: Path) -> None:
+                                                                  faces_dir: Path, difficulty: str) -> None:
     # given a hand-off clip of four people (one never enrolled), the onnx engine
     # (foamliu's MobileFaceNet is ONNX already: no conversion of the Paddle model in the test's work dir)
     args = ["--family", "handoff", "--people", "4", "--pool", "4", "--recogniser", "mobilefacenet-foamliu",
+            "--difficulty", difficulty,
             "--models-dir", str(models_dir), "--faces-dir", str(faces_dir), "--work-dir", str(tmp_path / "work"),
             "--json", str(tmp_path / "out.json")]
     # when
     result = CliRunner().invoke(command, args, catch_exceptions=False)
     # then
     assert result.exit_code == 0, result.output
-    assert "of the report half" in result.output
+    assert "of the report half" in result.output and f"difficulty {difficulty}" in result.output
     rows = ["enrolled appearances named", "never named", "tracks shown under someone else's name",
             "strangers named", "carried tracks", "time to identify", "embeddings per sample"]
     for row in rows:
         assert f"  {row}" in result.output
     data = json.loads((tmp_path / "out.json").read_text())
-    assert data["half"] == "report"
+    assert data["half"] == "report" and data["difficulty"] == difficulty
+    if difficulty == "hard":
+        # the one never-enrolled person is the report half's closest to an enrolled one, chosen with this engine
+        (stranger,) = data["strangers"]
+        assert stranger["lookalike"] and stranger["closest"] and -1.0 <= stranger["similarity"] <= 1.0
+        assert "1 of 1 look-alikes" in result.output and data["difficulty_settings"]["crf"] > 23
+    else:
+        assert data["strangers"] == []
     f = data["families"]["handoff"]
     assert f["enrolled_appearances"] + f["stranger_appearances"] == 4
     assert f["named"] + f["never_named"] == f["enrolled_appearances"]

@@ -21,6 +21,15 @@ cases where a tracker can carry a name to another person are in the video on pur
 Their casts come from one half of the identities (:mod:`streamd.eval.split`, :func:`pick_people`):
 enrolled people give two photos to the gallery and walk with the others.
 
+Every family has a *difficulty* (:data:`DIFFICULTIES`). ``normal`` is the plan as it was first
+made: faces 60-150 px wide, even light, steady pace, frontal heads, crf 23, random strangers.
+``hard`` is what a camera in a corridor sees on a bad day: some faces near the quality gate's
+minimum width, dim and uneven light with low contrast, fast walkers smeared by motion blur, heads
+turned sideways (a perspective squash of the head, :func:`turn_head`), stronger compression,
+hand-offs where the next walker enters before or after the last one left the same edge within one
+sample interval, and never-enrolled people who look like enrolled ones (:func:`pick_lookalikes`:
+the people of the half whose photos the benchmarked engine finds closest to the gallery).
+
 Nothing here is copied into the repository: clips and galleries are written where the caller
 says (a test's tmp_path, the benchmark's work directory).
 """
@@ -28,17 +37,18 @@ says (a test's tmp_path, the benchmark's work directory).
 from __future__ import annotations
 
 import json
+import math
 import random
 import shutil
-from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, replace
 from fractions import Fraction
 from pathlib import Path
 
 import cv2
 import numpy as np
 
-from streamd.demo.scene import Actor, Keyframe, Person, Scene, Sprite, brick_wall, cut_head
+from streamd.demo.scene import Actor, Keyframe, Person, Scene, Sprite, TruthFace, brick_wall, cut_head
 from streamd.eval.split import Half, identity_folders, identity_of, select_people
 from streamd.images import read_image
 from streamd.types import Face
@@ -323,8 +333,58 @@ def wall_image(faces_dir: Path) -> np.ndarray:
 FAMILIES: tuple[str, ...] = ("walks", "handoff", "crossing", "return")
 #: Face widths (pixels, at 720 lines) of the hand-off lanes, the first used first.
 HANDOFF_SIZES: tuple[float, ...] = (90.0, 130.0, 60.0)
+#: The hard variant's hand-off lanes: one of them just above the quality gate's 40 px minimum.
+HARD_HANDOFF_SIZES: tuple[float, ...] = (90.0, 130.0, 48.0)
 
 Box = tuple[float, float, float, float]
+
+
+@dataclass(frozen=True)
+class Difficulty:
+    """How hard a family's clip is made (see the module docstring); widths are pixels at 720 lines.
+
+    The defaults are the ``normal`` plan; a plan draws the extra random values of a field only when
+    it differs from its default, so that a normal plan is the same walk for walk as before
+    difficulties existed (and its cached clips stay valid).
+    """
+
+    name: str = "normal"
+    #: Share of walkers whose face is ``small_px`` wide (near the quality gate's ``min_face_px``).
+    small_share: float = 0.0
+    small_px: tuple[float, float] = (42.0, 60.0)
+    #: Share of walkers who cross ``fast_pace`` times faster than the others.
+    fast_share: float = 0.0
+    fast_pace: float = 1.6
+    #: Exposure time of the camera (s): a fast walker's face is smeared over its speed times this.
+    shutter_s: float = 0.0
+    #: Exposure of a head (gamma > 1 darker) and its contrast around its mean (< 1 flatter).
+    gamma: tuple[float, float] = (0.85, 1.15)
+    contrast: tuple[float, float] = (1.0, 1.0)
+    #: Largest head roll and head turn (yaw, imitated by :func:`turn_head`), degrees.
+    tilt: float = 6.0
+    yaw: float = 0.0
+    #: Share of walkers with a turned head (up to ``yaw``).
+    yaw_share: float = 0.0
+    #: Gain of the frame's darkest part under the uneven light (1: even light everywhere).
+    light_floor: float = 1.0
+    crf: int = 23
+    #: Earliest entry of a hand-off's next walker, in sample intervals after the last one left (< 0: before).
+    handoff_from: float = 0.0
+    handoff_sizes: tuple[float, ...] = HANDOFF_SIZES
+    #: Share of the never-enrolled slots of the cast given to look-alikes (:func:`pick_lookalikes`).
+    lookalike_share: float = 0.0
+    #: Whether a returning person comes back with another photo and another look.
+    return_changed: bool = False
+
+
+NORMAL = Difficulty()
+HARD = Difficulty(
+    name="hard", small_share=0.3, fast_share=0.3, shutter_s=1 / 60, gamma=(1.2, 1.9), contrast=(0.55, 0.85),
+    tilt=12.0, yaw=30.0, yaw_share=0.5, light_floor=0.45, crf=32, handoff_from=-1.0,
+    handoff_sizes=HARD_HANDOFF_SIZES, lookalike_share=0.75, return_changed=True,
+)
+#: The difficulties of ``streamd bench scenes --difficulty``.
+DIFFICULTIES: dict[str, Difficulty] = {d.name: d for d in (NORMAL, HARD)}
 
 
 @dataclass(frozen=True)
@@ -344,6 +404,10 @@ class Walk:
     mirror: bool = False
     tilt: float = 0.0
     gamma: float = 1.0
+    #: Head turn in degrees (:func:`turn_head`), contrast of the head, motion blur length in frame pixels.
+    yaw: float = 0.0
+    contrast: float = 1.0
+    blur_px: float = 0.0
 
     @property
     def start_s(self) -> float:
@@ -397,6 +461,106 @@ def pick_people(
                      f"{strangers} never-enrolled")
 
 
+#: A photo's L2-normalised feature with the benchmarked engine, or None when it finds no usable face.
+Embed = Callable[[Path], "np.ndarray | None"]
+
+
+@dataclass(frozen=True)
+class Stranger:
+    """A never-enrolled person of a cast and how close they come to the gallery.
+
+    ``similarity`` is the best cosine similarity of any of their photos to any gallery photo
+    (None: none of their photos gave a feature), ``closest`` the enrolled person it was with, and
+    ``lookalike`` whether they were chosen for it rather than at random.
+    """
+
+    label: str
+    similarity: float | None
+    closest: str | None
+    lookalike: bool
+
+
+def choose_strangers(
+    candidates: Mapping[str, np.ndarray], gallery: np.ndarray, gallery_labels: Sequence[str], count: int, *,
+    lookalike_share: float, seed: int = 0,
+) -> list[Stranger]:
+    """``count`` never-enrolled people out of ``candidates`` (name -> their photos' features, n x d):
+    ``round(count * lookalike_share)`` of them the closest to some enrolled person (rows of
+    ``gallery``, L2-normalised, labelled ``gallery_labels``) and the rest drawn at random (``seed``)
+    from the other candidates, so that some strangers are ordinary people. Closest first, then the
+    random ones. A candidate with no features is never a look-alike but may be drawn at random."""
+    if count > len(candidates):
+        raise ValueError(f"{count} strangers wanted but only {len(candidates)} candidates")
+    scored: list[Stranger] = []
+    for name in sorted(candidates):
+        vectors = np.asarray(candidates[name], dtype=np.float32).reshape(-1, gallery.shape[1])
+        if len(vectors) == 0 or len(gallery) == 0:
+            scored.append(Stranger(name, None, None, False))
+            continue
+        sims = vectors @ gallery.T
+        row, col = np.unravel_index(int(np.argmax(sims)), sims.shape)
+        scored.append(Stranger(name, round(float(sims[row, col]), 4), gallery_labels[col], False))
+    ranked = sorted((c for c in scored if c.similarity is not None), key=lambda c: (-c.similarity, c.label))
+    wanted = min(len(ranked), int(round(count * lookalike_share)))
+    chosen = [replace(c, lookalike=True) for c in ranked[:wanted]]
+    taken = {c.label for c in chosen}
+    rest = [c for c in scored if c.label not in taken]
+    random.Random(seed).shuffle(rest)
+    return chosen + rest[: count - wanted]
+
+
+def pick_lookalike_people(
+    identities: Path, count: int, embed: Embed, *, half: Half = "report", stranger_share: float = 0.25,
+    gallery_images: int = 2, seed: int = 0, lookalike_share: float = 0.75, photos: int = 4,
+) -> tuple[list[Role], list[Stranger]]:
+    """A cast like :func:`pick_people`'s (the same enrolled people), whose never-enrolled people are
+    mostly look-alikes (:func:`choose_strangers`): every other person of ``half`` is a candidate,
+    their first ``photos`` photos embedded with ``embed``, as are the enrolled people's gallery
+    photos. A stranger's probe photos start with the ones closest to the gallery."""
+    people = {p.name: person_images(p) for p in sorted(Path(identities).iterdir()) if p.is_dir()}
+    chosen = select_people(people, half)
+    names = sorted(chosen)
+    random.Random(seed).shuffle(names)
+    strangers = int(round(count * stranger_share))
+    enrolled = [n for n in names if len(chosen[n]) > gallery_images][: count - strangers]
+    if len(enrolled) < count - strangers:
+        raise ValueError(f"{identities}: the {half} half has too few people for {count - strangers} enrolled")
+    vectors: list[np.ndarray] = []
+    labels: list[str] = []
+    for name in enrolled:
+        for photo in chosen[name][:gallery_images]:
+            if (v := embed(photo)) is not None:
+                vectors.append(v)
+                labels.append(name)
+    gallery = np.stack(vectors).astype(np.float32) if vectors else np.empty((0, 1), np.float32)
+    dim = gallery.shape[1]
+    features: dict[str, np.ndarray] = {}
+    shown: dict[str, list[tuple[float, Path]]] = {}
+    for name in names:
+        if name in enrolled or not chosen[name]:
+            continue
+        rows = []
+        for photo in chosen[name][:photos]:
+            if (v := embed(photo)) is not None:
+                rows.append(v)
+                closeness = float(np.max(gallery @ v)) if len(gallery) else 0.0
+                shown.setdefault(name, []).append((closeness, photo))
+        features[name] = np.stack(rows).astype(np.float32) if rows else np.empty((0, dim), np.float32)
+    picked = choose_strangers(features, gallery, labels, strangers, lookalike_share=lookalike_share, seed=seed)
+    roles = []
+    for name in enrolled:
+        images = chosen[name]
+        probes = tuple(images[gallery_images:])
+        roles.append(Role(name, True, probes[0], tuple(images[:gallery_images]), probes))
+    for stranger in picked:
+        first = [photo for _, photo in sorted(shown.get(stranger.label, []), key=lambda x: -x[0])]
+        probes = tuple(first + [p for p in chosen[stranger.label] if p not in first])
+        roles.append(Role(stranger.label, False, probes[0], (), probes))
+    # Enrolled and never-enrolled people mixed, so that a plan's order does not group them.
+    random.Random(seed + 1).shuffle(roles)
+    return roles, picked
+
+
 class _Casting:
     """Deals people in a shuffled order (cycling) and, per person, their probe photos in turn."""
 
@@ -440,9 +604,36 @@ def glide(
     return tuple(out)
 
 
-def _look(rng: random.Random) -> dict[str, float | bool]:
-    """How a photo is changed for the video: mirrored or not, a head roll, an exposure."""
-    return {"mirror": rng.random() < 0.5, "tilt": rng.uniform(-6, 6), "gamma": rng.uniform(0.85, 1.15)}
+def _look(rng: random.Random, difficulty: Difficulty = NORMAL) -> dict[str, float | bool]:
+    """How a photo is changed for the video: mirrored or not, a head roll, an exposure; with a harder
+    ``difficulty`` also a contrast and, for some walkers, a head turn."""
+    d = difficulty
+    look: dict[str, float | bool] = {"mirror": rng.random() < 0.5, "tilt": rng.uniform(-d.tilt, d.tilt),
+                                     "gamma": rng.uniform(*d.gamma)}
+    if d.contrast != NORMAL.contrast:
+        look["contrast"] = rng.uniform(*d.contrast)
+    if d.yaw_share and rng.random() < d.yaw_share:
+        look["yaw"] = rng.choice((-1, 1)) * rng.uniform(0.4 * d.yaw, d.yaw)
+    return look
+
+
+def _size_and_pace(rng: random.Random, difficulty: Difficulty, face_w: float, duration: float,
+                   height: int) -> tuple[float, float, bool]:
+    """A walker's face width and crossing time under ``difficulty``: some small, some fast (and whether fast).
+
+    Draws nothing for the normal difficulty (its plans stay as they were)."""
+    d = difficulty
+    if d.small_share and rng.random() < d.small_share:
+        face_w = rng.uniform(*d.small_px) * height / 720.0
+    fast = bool(d.fast_share) and rng.random() < d.fast_share
+    return face_w, duration / d.fast_pace if fast else duration, fast
+
+
+def _blur(difficulty: Difficulty, fast: bool, width: int, face_w: float, duration: float) -> dict[str, float]:
+    """The motion blur of a walker crossing the frame (``width`` plus its face) in ``duration`` s."""
+    if not fast or not difficulty.shutter_s:
+        return {}
+    return {"blur_px": round((width + 2 * _out(face_w)) / duration * difficulty.shutter_s, 2)}
 
 
 def _out(face_w: float) -> float:
@@ -452,12 +643,13 @@ def _out(face_w: float) -> float:
 
 def walks_plan(
     roles: Sequence[Role], *, seconds: float = 90.0, size: tuple[int, int] = (1280, 720), fps: int = 25,
-    lanes: int = 2, seed: int = 0,
+    lanes: int = 2, seed: int = 0, difficulty: Difficulty = NORMAL,
 ) -> list[Walk]:
     """Back-to-back walks across the frame in ``lanes`` lanes, a probe photo per walk.
 
     Each walk takes 4-6 s from one side edge to the other (either way); the next walker of a lane
-    starts 0.2-1.0 s after the previous one left. About 30 walks in 90 s with two lanes.
+    starts 0.2-1.0 s after the previous one left. About 30 walks in 90 s with two lanes. A harder
+    ``difficulty`` makes some faces small and some walkers fast (and blurred).
     """
     width, height = size
     rng = random.Random(seed)
@@ -469,6 +661,7 @@ def walks_plan(
         while True:
             w = rng.uniform(80.0, 130.0) * height / 720.0
             duration = rng.uniform(4.0, 6.0)
+            w, duration, fast = _size_and_pace(rng, difficulty, w, duration, height)
             if t + duration > seconds - 0.2:
                 break
             role, photo = cast.next()
@@ -478,25 +671,31 @@ def walks_plan(
             cy = y + rng.uniform(-0.03, 0.03) * height
             path = glide([(t, x0, cy, w), (t + duration, x1, cy + rng.uniform(-15, 15), w * rng.uniform(0.95, 1.05))],
                          fps, bob=0.03, phase=rng.uniform(0, 6.3))
-            walks.append(Walk(role.label, role.enrolled, lane, photo, path, **_look(rng)))  # type: ignore[arg-type]
+            walks.append(Walk(role.label, role.enrolled, lane, photo, path,  # type: ignore[arg-type]
+                              **_look(rng, difficulty), **_blur(difficulty, fast, width, w, duration)))
             t = path[-1].t + rng.uniform(0.2, 1.0)
     return sorted(walks, key=lambda w: w.start_s)
 
 
 def handoff_plan(
-    roles: Sequence[Role], *, people: int = 18, sizes: Sequence[float] = HANDOFF_SIZES,
+    roles: Sequence[Role], *, people: int = 18, sizes: Sequence[float] | None = None,
     size: tuple[int, int] = (1280, 720), fps: int = 25, sample_fps: float = 5.0, seed: int = 0,
+    difficulty: Difficulty = NORMAL,
 ) -> list[Walk]:
     """Chains of walkers, one lane per face size: each walker leaves at a side edge and the next one
     enters at that spot, walking back, less than one sample interval (``1 / sample_fps``) after the
     face before it left the frame.
 
     ``people`` walkers are dealt over the lanes (one lane per two walkers at most, up to one per
-    size, in the order of ``sizes``).
+    size, in the order of ``sizes``; default: the difficulty's). A harder ``difficulty`` starts
+    neighbouring lanes in opposite directions (hand-offs at both side edges from the first one on)
+    and lets the next walker enter up to ``-handoff_from`` sample intervals *before* the last one
+    left, so that both are at the same edge within one sample.
     """
     width, height = size
     rng = random.Random(seed)
     cast = _Casting(roles, rng)
+    sizes = difficulty.handoff_sizes if sizes is None else sizes
     lanes = max(1, min(len(sizes), people // 2))
     used = list(sizes[:lanes])
     order = sorted(range(lanes), key=lambda k: used[k])  # small faces higher up (farther away)
@@ -507,25 +706,31 @@ def handoff_plan(
         y = height * (0.2 + 0.55 * rank / (lanes - 1)) if lanes > 1 else height * 0.45
         t = 0.3 + 0.7 * lane
         leftwards = rng.random() < 0.5
+        if difficulty.handoff_from < 0:
+            leftwards = lane % 2 == 1
         for _ in range(people // lanes + (1 if lane < people % lanes else 0)):
             role, photo = cast.next()
             x0, x1 = (width + _out(w), -_out(w)) if leftwards else (-_out(w), width + _out(w))
             duration = rng.uniform(3.5, 5.0)
+            _, duration, fast = _size_and_pace(rng, replace(difficulty, small_share=0.0), w, duration, height)
             cy = y + rng.uniform(-10, 10)
             path = glide([(t, x0, cy, w), (t + duration, x1, cy, w)], fps, bob=0.03, phase=rng.uniform(0, 6.3))
-            walks.append(Walk(role.label, role.enrolled, lane, photo, path, **_look(rng)))  # type: ignore[arg-type]
-            # The next one enters where this one left, within one sample interval.
-            t = path[-1].t + rng.uniform(0.0, 1.0 / sample_fps)
+            walks.append(Walk(role.label, role.enrolled, lane, photo, path,  # type: ignore[arg-type]
+                              **_look(rng, difficulty), **_blur(difficulty, fast, width, w, duration)))
+            # The next one enters where this one left, within one sample interval (before or after).
+            t = path[-1].t + rng.uniform(difficulty.handoff_from / sample_fps, 1.0 / sample_fps)
             leftwards = not leftwards
     return sorted(walks, key=lambda w: w.start_s)
 
 
 def crossing_plan(
     roles: Sequence[Role], *, people: int = 24, size: tuple[int, int] = (1280, 720), fps: int = 25, seed: int = 0,
+    difficulty: Difficulty = NORMAL,
 ) -> list[Walk]:
     """Pairs walking towards each other in one lane and passing: a near face (115-135 px wide) and a
     far one (75-95 px, a little higher); the near one is drawn over the far one (see
-    :func:`render_walks`). Two lanes of successive crossings (one when ``people`` < 4)."""
+    :func:`render_walks`). Two lanes of successive crossings (one when ``people`` < 4). A harder
+    ``difficulty`` makes some far faces small and some walkers fast."""
     width, height = size
     rng = random.Random(seed)
     cast = _Casting(roles, rng)
@@ -539,12 +744,16 @@ def crossing_plan(
             near_w, far_w = rng.uniform(115, 135) * height / 720, rng.uniform(75, 95) * height / 720
             near_left = rng.random() < 0.5
             ends = []
+            if difficulty.small_share and rng.random() < difficulty.small_share:
+                far_w = rng.uniform(*difficulty.small_px) * height / 720
             for w, cy, from_left in ((near_w, y, near_left), (far_w, y - 0.15 * near_w, not near_left)):
                 role, photo = cast.next()
                 x0, x1 = (-_out(w), width + _out(w)) if from_left else (width + _out(w), -_out(w))
                 duration = rng.uniform(4.0, 5.5)
+                _, duration, fast = _size_and_pace(rng, replace(difficulty, small_share=0.0), w, duration, height)
                 path = glide([(t, x0, cy, w), (t + duration, x1, cy, w)], fps, bob=0.03, phase=rng.uniform(0, 6.3))
-                walks.append(Walk(role.label, role.enrolled, lane, photo, path, **_look(rng)))  # type: ignore[arg-type]
+                walks.append(Walk(role.label, role.enrolled, lane, photo, path,  # type: ignore[arg-type]
+                                  **_look(rng, difficulty), **_blur(difficulty, fast, width, w, duration)))
                 ends.append(path[-1].t)
             t = max(ends) + rng.uniform(0.3, 1.0)
     return sorted(walks, key=lambda w: w.start_s)
@@ -552,9 +761,14 @@ def crossing_plan(
 
 def return_plan(
     roles: Sequence[Role], *, people: int = 12, size: tuple[int, int] = (1280, 720), fps: int = 25, seed: int = 0,
+    difficulty: Difficulty = NORMAL,
 ) -> list[Walk]:
     """People who walk in from a side edge, turn, walk out through it, and come back through it 1-3 s
-    later to cross the frame: two appearances each (same photo), in two lanes (one when ``people`` < 2)."""
+    later to cross the frame: two appearances each (same photo), in two lanes (one when ``people`` < 2).
+
+    A harder ``difficulty`` makes some faces small and, with ``return_changed``, brings the person
+    back with their next probe photo and another look (light, head turn), as a camera sees someone
+    who comes back from another room."""
     width, height = size
     rng = random.Random(seed)
     cast = _Casting(roles, rng)
@@ -565,8 +779,9 @@ def return_plan(
         t = 0.3 + 1.3 * lane
         for _ in range(people // lanes + (1 if lane < people % lanes else 0)):
             role, photo = cast.next()
-            look = _look(rng)
+            look = _look(rng, difficulty)
             w = rng.uniform(90, 130) * height / 720
+            w, _, _ = _size_and_pace(rng, replace(difficulty, fast_share=0.0), w, 1.0, height)
             from_left = rng.random() < 0.5
             edge, other = (-_out(w), width + _out(w)) if from_left else (width + _out(w), -_out(w))
             turn = width * rng.uniform(0.3, 0.7)
@@ -578,26 +793,31 @@ def return_plan(
             back = first[-1].t + rng.uniform(1.0, 3.0)
             second = glide([(back, edge, cy, w), (back + rng.uniform(4.0, 5.5), other, cy, w)], fps, bob=0.03,
                            phase=rng.uniform(0, 6.3))
-            for path in (first, second):
-                walks.append(Walk(role.label, role.enrolled, lane, photo, path, **look))  # type: ignore[arg-type]
+            again, look_again = photo, look
+            if difficulty.return_changed:
+                again, look_again = cast.photo_of(role), _look(rng, difficulty)
+            for path, shown, how in ((first, photo, look), (second, again, look_again)):
+                walks.append(Walk(role.label, role.enrolled, lane, shown, path, **how))  # type: ignore[arg-type]
             t = second[-1].t + rng.uniform(0.5, 1.5)
     return sorted(walks, key=lambda w: w.start_s)
 
 
 def family_plan(
     family: str, roles: Sequence[Role], *, people: int | None = None, size: tuple[int, int] = (1280, 720),
-    fps: int = 25, sample_fps: float = 5.0, seed: int = 0,
+    fps: int = 25, sample_fps: float = 5.0, seed: int = 0, difficulty: Difficulty = NORMAL,
 ) -> list[Walk]:
     """The walks of ``family`` (one of :data:`FAMILIES`); ``people`` scales it (walks: 3 s of clip each)."""
+    d = difficulty
     if family == "walks":
         seconds = 90.0 if people is None else max(8.0, 3.0 * people)
-        return walks_plan(roles, seconds=seconds, size=size, fps=fps, seed=seed)
+        return walks_plan(roles, seconds=seconds, size=size, fps=fps, seed=seed, difficulty=d)
     if family == "handoff":
-        return handoff_plan(roles, people=people or 18, size=size, fps=fps, sample_fps=sample_fps, seed=seed)
+        return handoff_plan(roles, people=people or 18, size=size, fps=fps, sample_fps=sample_fps, seed=seed,
+                            difficulty=d)
     if family == "crossing":
-        return crossing_plan(roles, people=people or 24, size=size, fps=fps, seed=seed)
+        return crossing_plan(roles, people=people or 24, size=size, fps=fps, seed=seed, difficulty=d)
     if family == "return":
-        return return_plan(roles, people=people or 12, size=size, fps=fps, seed=seed)
+        return return_plan(roles, people=people or 12, size=size, fps=fps, seed=seed, difficulty=d)
     raise ValueError(f"family must be one of {', '.join(FAMILIES)}, not {family!r}")
 
 
@@ -637,6 +857,84 @@ def _area(box: Box) -> float:
     return max(0.0, box[2] - box[0]) * max(0.0, box[3] - box[1])
 
 
+def turn_head(sprite: Sprite, yaw: float) -> Sprite:
+    """The head of ``sprite`` as if turned by ``yaw`` degrees (> 0: its left side towards the camera).
+
+    A flat stand-in for a turned head: the sprite is squashed horizontally by cos(yaw) and its far
+    side is made a little shorter (a perspective warp), so that the face is narrower than a frontal
+    face of the same height and its two halves differ in size, as a turned face's do. The face box
+    follows the warp (the bounding box of its warped corners).
+    """
+    if not yaw:
+        return sprite
+    h, w = sprite.alpha.shape
+    turned = math.radians(abs(yaw))
+    new_w = max(2, int(round(w * math.cos(turned))))
+    dy = 0.12 * math.sin(turned) * h  # the far side's top and bottom move in by this much each
+    src = np.float32([[0, 0], [w, 0], [w, h], [0, h]])
+    if yaw > 0:  # left side near, right side far
+        dst = np.float32([[0, 0], [new_w, dy], [new_w, h - dy], [0, h]])
+    else:
+        dst = np.float32([[0, dy], [new_w, 0], [new_w, h], [0, h - dy]])
+    m = cv2.getPerspectiveTransform(src, dst)
+    bgr = cv2.warpPerspective(np.ascontiguousarray(sprite.bgr), m, (new_w, h), flags=cv2.INTER_LINEAR)
+    alpha = cv2.warpPerspective(np.ascontiguousarray(sprite.alpha), m, (new_w, h), flags=cv2.INTER_LINEAR)
+    x1, y1, x2, y2 = sprite.face_box
+    corners = cv2.perspectiveTransform(np.float32([[[x1, y1], [x2, y1], [x2, y2], [x1, y2]]]), m)[0]
+    box = (float(corners[:, 0].min()), float(corners[:, 1].min()), float(corners[:, 0].max()),
+           float(corners[:, 1].max()))
+    return Sprite(bgr, alpha, box)
+
+
+def worsen(sprite: Sprite, walk: Walk) -> Sprite:
+    """``sprite`` with ``walk``'s head turn, contrast and motion blur (the walk's ``blur_px`` is in
+    frame pixels: the kernel is scaled to the sprite, which is drawn at ``walk.face_w``)."""
+    sprite = turn_head(sprite, walk.yaw)
+    bgr, alpha = sprite.bgr, sprite.alpha
+    if walk.contrast != 1.0:
+        weight = alpha[..., None]
+        mean = (bgr * weight).sum(axis=(0, 1)) / max(1e-6, float(weight.sum()))
+        bgr = np.clip(mean + walk.contrast * (bgr.astype(np.float32) - mean), 0, 255).astype(np.uint8)
+    if walk.blur_px > 0:
+        scale = walk.face_w / max(1.0, sprite.face_box[2] - sprite.face_box[0])
+        length = max(1, int(round(walk.blur_px / scale)))
+        if length > 1:
+            # A horizontal box kernel: the face moved sideways this far while the shutter was open.
+            kernel = np.full((1, length), 1.0 / length, np.float32)
+            bgr = cv2.filter2D(np.ascontiguousarray(bgr), -1, kernel, borderType=cv2.BORDER_CONSTANT)
+            alpha = cv2.filter2D(np.ascontiguousarray(alpha), -1, kernel, borderType=cv2.BORDER_CONSTANT)
+    return Sprite(np.ascontiguousarray(bgr), np.ascontiguousarray(alpha), sprite.face_box)
+
+
+def light_field(size: tuple[int, int], floor: float, seed: int = 0) -> np.ndarray | None:
+    """A gain per pixel (H x W x 1, float32) for uneven light: a broad bright patch around a random
+    column, falling to ``floor`` on the far side; None when ``floor`` is 1 (even light)."""
+    if floor >= 1.0:
+        return None
+    width, height = size
+    rng = random.Random(seed)
+    centre = width * rng.choice((0.2, 0.8))
+    x = np.arange(width, dtype=np.float32)
+    across = np.exp(-(((x - centre) / (0.45 * width)) ** 2))
+    down = np.linspace(1.0, 0.85, height, dtype=np.float32)  # lit from above
+    gain = floor + (1.0 - floor) * across[None, :] * down[:, None]
+    return np.ascontiguousarray(gain[..., None], dtype=np.float32)
+
+
+class LitScene(Scene):
+    """A :class:`~streamd.demo.scene.Scene` under uneven light: each frame times a fixed gain field."""
+
+    def __init__(self, *args: object, gain: np.ndarray | None = None, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        self.gain = gain
+
+    def frame(self, index: int) -> tuple[np.ndarray, list[TruthFace]]:
+        image, faces = super().frame(index)
+        if self.gain is None:
+            return image, faces
+        return np.clip(image.astype(np.float32) * self.gain, 0, 255).astype(np.uint8), faces
+
+
 def render_walks(
     walks: Sequence[Walk],
     path: Path,
@@ -647,8 +945,10 @@ def render_walks(
     size: tuple[int, int] = (1280, 720),
     fps: int = 25,
     gop: int = 25,
-    crf: int = 23,
+    crf: int | None = None,
     tail_s: float = 0.5,
+    difficulty: Difficulty = NORMAL,
+    seed: int = 0,
     progress: Callable[[int], None] | None = None,
 ) -> SceneClip:
     """Render ``walks`` over ``wall`` and encode them to ``path`` (H.264), like :func:`render_scene`.
@@ -656,7 +956,9 @@ def render_walks(
     Larger faces are drawn over smaller ones (nearer people hide farther ones), and the truth's
     visible share leaves out the part of a face such a head covers (:func:`unhidden_share`). A
     walk whose photo has no face ``detect`` finds shows the person's next probe photo in ``roles``
-    that has one. The clip ends ``tail_s`` after the last walk.
+    that has one. The clip ends ``tail_s`` after the last walk. Each head gets its walk's turn,
+    contrast and blur (:func:`worsen`); ``difficulty`` gives the light (:func:`light_field`, placed
+    by ``seed``) and, unless ``crf`` is given, the compression.
     """
     probes = {r.label: r.probes or (r.video_image,) for r in roles}
     heads: dict[Path, tuple[np.ndarray, tuple[int, int, int, int]] | None] = {}
@@ -680,12 +982,14 @@ def render_walks(
         image, box = head(photo)  # type: ignore[misc]
         actor = Actor(Person(walk.label, walk.enrolled), photo, box, walk.mirror, walk.path,  # type: ignore[arg-type]
                       tilt=walk.tilt, gamma=walk.gamma)
-        sprites[actor] = cut_head(image, box, mirror=walk.mirror, tilt=walk.tilt, gamma=walk.gamma)
+        sprites[actor] = worsen(cut_head(image, box, mirror=walk.mirror, tilt=walk.tilt, gamma=walk.gamma), walk)
         actors.append(actor)
         appearances.append(walk.appearance(photo))
     seconds = max(w.end_s for w in walks) + tail_s
     grey = cv2.cvtColor(wall, cv2.COLOR_BGR2GRAY) if wall.ndim == 3 else wall
-    scene = Scene(brick_wall(grey, *size), sprites, tuple(actors), fps=fps, duration_s=seconds)
-    truth = _encode(scene, path, size=size, fps=fps, gop=gop, crf=crf, occlusion=True, progress=progress)
+    scene = LitScene(brick_wall(grey, *size), sprites, tuple(actors), fps=fps, duration_s=seconds,
+                     gain=light_field(size, difficulty.light_floor, seed))
+    truth = _encode(scene, path, size=size, fps=fps, gop=gop, crf=difficulty.crf if crf is None else crf,
+                    occlusion=True, progress=progress)
     appearances.sort(key=lambda a: (a.start_s, a.lane))
     return SceneClip(path, size[0], size[1], fps, gop, scene.frame_count, tuple(appearances), tuple(truth))

@@ -14,6 +14,11 @@ and no sample is dropped, so a run is deterministic for a given engine and as fa
 
 After every sample the camera's shown tracks (box and label) are recorded and scored against the
 truth (:func:`streamd.bench.scoring.score_samples`).
+
+``--difficulty hard`` (the default: what is reported is the hard case) renders the families'
+hard variant (:data:`streamd.bench.scenes.HARD`) and casts look-alike strangers chosen with the
+benchmarked engine (:func:`streamd.bench.scenes.pick_lookalike_people`), so its clips differ per
+engine; ``normal`` renders them as first made.
 """
 
 from __future__ import annotations
@@ -30,7 +35,7 @@ from typing import Any
 import click
 
 from streamd.bench.pipeline import DEFAULT_RECOGNISER, RECOGNISERS, engine_settings, shared_dir
-from streamd.bench.scenes import FAMILIES, SceneClip
+from streamd.bench.scenes import DIFFICULTIES, FAMILIES, NORMAL, Difficulty, Role, SceneClip, Stranger
 from streamd.bench.scoring import SampleRecord, SceneScore, ShownTrack, merge_scores, score_samples
 from streamd.eval.split import HALVES
 from streamd.types import Frame
@@ -38,7 +43,7 @@ from streamd.types import Frame
 DEFAULT_WORK_DIR = Path.home() / ".cache" / "streamd" / "bench-scenes"
 #: People in the run's cast (every family draws from them); a quarter are never enrolled.
 DEFAULT_POOL = 40
-#: Bumped when the families' plans change, so that cached clips of older plans are not reused.
+#: Bumped when the families' plans or a difficulty's settings change: cached clips of older plans are not reused.
 PLAN_VERSION = 1
 #: Wall-clock origin of the frames' capture times: the samples are not paced, so capture time is
 #: this plus the video time (events then say when in the video they happened).
@@ -62,25 +67,70 @@ def head_cutter(models_dir: Path | None, engine: Any) -> tuple[str, Callable[...
     return engine.fingerprint.split(":")[0] or "engine", engine.detector.detect
 
 
+def photo_embedder(engine: Any) -> Callable[[Path], Any]:
+    """The feature of a photo's largest face with ``engine`` (None: no face, or it failed the quality gate)."""
+    from streamd.images import read_image
+
+    def embed(photo: Path) -> Any:
+        results = engine.analyze(read_image(photo), largest_only=True)
+        return results[0].vector if results and results[0].vector is not None else None
+
+    return embed
+
+
+def lookalike_cast(
+    engine: Any, identities: Path, *, half: str, seed: int, pool: int, share: float, cache: Path,
+    echo: Callable[[str], None],
+) -> tuple[list[Role], list[Stranger]]:
+    """The hard variant's cast (:func:`~streamd.bench.scenes.pick_lookalike_people` with ``engine``),
+    cached in the JSON file ``cache``: ranking the half's people embeds a few hundred photos."""
+    from streamd.bench.scenes import pick_lookalike_people
+
+    if cache.exists():
+        data = json.loads(cache.read_text())
+        roles = [Role(r["label"], r["enrolled"], Path(r["video_image"]), tuple(Path(x) for x in r["gallery"]),
+                      tuple(Path(x) for x in r["probes"])) for r in data["roles"]]
+        return roles, [Stranger(**x) for x in data["strangers"]]
+    echo(f"choosing look-alike strangers with {engine.fingerprint} (embedding the {half} half's photos) ...")
+    roles, strangers = pick_lookalike_people(identities, pool, photo_embedder(engine),
+                                             half=half,  # type: ignore[arg-type]
+                                             seed=seed, lookalike_share=share)
+    partial = cache.with_name("partial-" + cache.name)
+    partial.write_text(json.dumps({"roles": [asdict(r) for r in roles], "strangers": [asdict(x) for x in strangers]},
+                                  default=str))
+    partial.replace(cache)
+    return roles, strangers
+
+
 def prepare(
     engine: Any, families: Sequence[str], *, faces_dir: Path, models_dir: Path | None, work_dir: Path, half: str,
     seed: int, pool: int, people: int | None, sample_fps: float, gop: int, echo: Callable[[str], None],
-) -> tuple[Path, dict[str, Path]]:
-    """The index of the cast's gallery (built with ``engine``) and each family's truth file (cached)."""
+    difficulty: Difficulty = NORMAL,
+) -> tuple[Path, dict[str, Path], list[Stranger]]:
+    """The index of the cast's gallery (built with ``engine``), each family's truth file (cached) and,
+    for a difficulty with look-alikes, who the never-enrolled people are and how close they come."""
     from streamd.bench.scenes import family_plan, load_truth, pick_people, render_walks, save_truth, wall_image
     from streamd.bench.scenes import write_gallery
     from streamd.index.builder import build_index
 
     work_dir.mkdir(parents=True, exist_ok=True)
-    roles = pick_people(faces_dir / "identities", pool, half=half, seed=seed)  # type: ignore[arg-type]
-    cast = f"{half}-s{seed}-pool{pool}"
+    # The engine's whole fingerprint names what depends on it: two recognisers of one kind differ.
+    digest = hashlib.sha256(engine.fingerprint.encode()).hexdigest()[:10]
+    strangers: list[Stranger] = []
+    if difficulty.lookalike_share:
+        # Look-alikes are chosen with the benchmarked engine: the cast, its gallery and clips are the engine's.
+        cast = f"{half}-s{seed}-pool{pool}-{difficulty.name}-{digest}"
+        roles, strangers = lookalike_cast(engine, faces_dir / "identities", half=half, seed=seed, pool=pool,
+                                          share=difficulty.lookalike_share, cache=work_dir / f"cast-{cast}.json",
+                                          echo=echo)
+    else:
+        roles = pick_people(faces_dir / "identities", pool, half=half, seed=seed)  # type: ignore[arg-type]
+        cast = f"{half}-s{seed}-pool{pool}" + ("" if difficulty.name == "normal" else f"-{difficulty.name}")
     gallery = work_dir / f"gallery-{cast}"
     if not gallery.exists():
         partial = work_dir / f"partial-gallery-{cast}"
         write_gallery(roles, partial)
         partial.replace(gallery)
-    # Named by the engine's whole fingerprint: two recognisers of one kind must not share an index.
-    digest = hashlib.sha256(engine.fingerprint.encode()).hexdigest()[:10]
     index_dir = work_dir / f"index-{cast}-{engine.fingerprint.split(':')[0]}-{engine.dim}-{digest}"
     if not (index_dir / "vector.index").exists():
         echo(f"building the index in {index_dir} ...")
@@ -92,14 +142,16 @@ def prepare(
         name = f"{family}-v{PLAN_VERSION}-{cast}-n{scale}-f{sample_fps:g}-gop{gop}-{cutter}"
         truth = work_dir / f"{name}.json"
         if not truth.exists() or not load_truth(truth).path.exists():
-            walks = family_plan(family, roles, people=people, sample_fps=sample_fps, seed=seed * 1000 + len(family))
+            plan_seed = seed * 1000 + len(family)
+            walks = family_plan(family, roles, people=people, sample_fps=sample_fps, seed=plan_seed,
+                                difficulty=difficulty)
             frames = int(round((max(w.end_s for w in walks) + 0.5) * 25))
             with click.progressbar(length=frames, label=f"rendering {name}.mp4") as bar:
                 clip = render_walks(walks, work_dir / f"{name}.mp4", detect, wall=wall_image(faces_dir), roles=roles,
-                                    gop=gop, progress=bar.update)
+                                    gop=gop, difficulty=difficulty, seed=plan_seed, progress=bar.update)
             save_truth(clip, truth)
         truths[family] = truth
-    return index_dir, truths
+    return index_dir, truths, strangers
 
 
 # --------------------------------------------------------------------------- recognition
@@ -248,11 +300,16 @@ def _commit() -> str | None:
 @click.option("--sample-fps", type=click.FloatRange(0.1, 25), default=5.0, show_default=True,
               help="Samples per second, as a camera's sample_fps.")
 @click.option("--gop", type=click.IntRange(1, 250), default=25, show_default=True, help="Keyframe interval in frames.")
+@click.option("--difficulty", type=click.Choice(sorted(DIFFICULTIES)), default="hard", show_default=True,
+              help="hard: some faces near the quality gate's minimum, dim uneven light, motion blur on fast walkers, "
+                   "turned heads, stronger compression, hand-offs before and after the last walker left, and "
+                   "look-alike strangers chosen with the benchmarked engine; normal: the families as first made.")
 @click.option("--json", "json_out", type=click.Path(path_type=Path, dir_okay=False),
               help="Also write every figure to this JSON file.")
 def command(
     family: str, engine: str, recogniser: str, models_dir: Path | None, faces_dir: Path | None, work_dir: Path,
-    half: str, seed: int, pool: int, people: int | None, sample_fps: float, gop: int, json_out: Path | None,
+    half: str, seed: int, pool: int, people: int | None, sample_fps: float, gop: int, difficulty: str,
+    json_out: Path | None,
 ) -> None:
     """Name carrying and time to identify on scenes made to provoke it (no pacing, deterministic)."""
     from streamd.bench.scenes import load_truth
@@ -273,20 +330,27 @@ def command(
                         http={"enabled": False}, cameras=[])
     face_engine = FaceEngine.from_settings(settings.engine)
     started = time.monotonic()
-    index_dir, truths = prepare(face_engine, families, faces_dir=faces_dir, models_dir=models_dir, work_dir=work_dir,
-                                half=half, seed=seed, pool=pool, people=people, sample_fps=sample_fps, gop=gop,
-                                echo=echo)
+    level = DIFFICULTIES[difficulty]
+    index_dir, truths, strangers = prepare(face_engine, families, faces_dir=faces_dir, models_dir=models_dir,
+                                           work_dir=work_dir, half=half, seed=seed, pool=pool, people=people,
+                                           sample_fps=sample_fps, gop=gop, echo=echo, difficulty=level)
     holder = IndexHolder()
     holder.swap(FeatureLibrary.load(index_dir, expected_dim=face_engine.dim,
                                     expected_fingerprint=face_engine.fingerprint), "bench")
     single_threaded_search()  # as the daemon's workers search
     commit = _commit()
     described = f"{engine} ({recogniser})" if engine == "onnx" else engine
-    echo(f"engine {described}; cast: {pool} people of the {half} half of {faces_dir / 'identities'} (seed {seed}); "
-         f"{sample_fps:g} samples/s, GOP {gop}, region detection as the daemon's default; commit {commit or '?'}")
+    echo(f"engine {described}; difficulty {level.name}; cast: {pool} people of the {half} half of "
+         f"{faces_dir / 'identities'} (seed {seed}); {sample_fps:g} samples/s, GOP {gop}, crf {level.crf}, "
+         f"region detection as the daemon's default; commit {commit or '?'}")
+    if strangers:
+        close = [x for x in strangers if x.lookalike]
+        echo(f"never-enrolled people: {len(close)} of {len(strangers)} look-alikes (best similarity to an enrolled "
+             f"person's gallery photo: " + ", ".join(f"{x.similarity:.2f}" for x in close) + "), the others at random")
     out: dict[str, Any] = {"engine": engine, "recogniser": recogniser if engine == "onnx" else None, "half": half,
                            "seed": seed, "pool": pool, "people": people, "sample_fps": sample_fps, "gop": gop,
-                           "commit": commit, "families": {}}
+                           "difficulty": level.name, "difficulty_settings": asdict(level),
+                           "strangers": [asdict(x) for x in strangers], "commit": commit, "families": {}}
     scores = []
     for name in families:
         clip = load_truth(truths[name])
