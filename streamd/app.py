@@ -162,6 +162,7 @@ class App:
             rec_threshold=resolve_threshold(settings.index.rec_threshold, engine),
             same_person_threshold=engine.same_person_threshold,
             topk=settings.index.rec_topk,
+            margin=settings.index.margin,
             gate=QualityGate(settings.engine.quality),
             metrics=metrics,
             workers=settings.pipeline.worker_count(),

@@ -23,6 +23,8 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING
 
+import numpy as np
+
 from streamd.index.holder import IndexHolder
 from streamd.metrics import Metrics
 from streamd.pipeline.camera import CameraRecognition
@@ -36,7 +38,7 @@ from streamd.snapshots import SnapshotStore
 from streamd.sources.queues import FrameQueue
 from streamd.tracking.config import TrackingSettings
 from streamd.tracking.geometry import Polygon
-from streamd.types import IdentityEvent
+from streamd.types import IdentityEvent, Match
 
 if TYPE_CHECKING:
     from streamd.sources.config import CameraSettings
@@ -59,6 +61,7 @@ class RecognitionPipeline:
         rec_threshold: float,
         same_person_threshold: float,
         topk: int,
+        margin: float = 0.02,
         gate: Gate | None,
         metrics: Metrics | None = None,
         workers: int = 1,
@@ -75,6 +78,7 @@ class RecognitionPipeline:
         self.rec_threshold = rec_threshold
         self.same_person_threshold = same_person_threshold
         self.topk = topk
+        self.margin = margin
         self.gate = gate
         self.metrics = metrics if metrics is not None else Metrics()
         self.snapshots = snapshots
@@ -126,6 +130,8 @@ class RecognitionPipeline:
             self.tracking,
             rec_threshold=self.rec_threshold,
             same_person_threshold=self.same_person_threshold,
+            margin=self.margin,
+            search=self._search_one,
             zones=zones,
             masks=masks,
             snapshots=self.snapshots,
@@ -135,6 +141,13 @@ class RecognitionPipeline:
         self._cameras[name] = CameraRecognition(name, manager, self.gate, self.metrics, planner)
         self.scheduler.add(name, queue)
         return queue
+
+    def _search_one(self, vector: np.ndarray) -> list[Match]:
+        """The index's top matches for one vector (a track's template), on the index in use now."""
+        library = self.holder.get()
+        if library is None:
+            return []
+        return library.search(np.asarray(vector, dtype=np.float32).reshape(1, -1), self.topk)[0]
 
     def remove_camera(self, name: str, timeout: float = 10.0) -> bool:
         """Forget a camera whose source was stopped (its queue closed), once its `end` events are out.

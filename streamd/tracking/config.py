@@ -146,6 +146,13 @@ class TrackingSettings(BaseModel):
         "vote threshold. -1 spends the whole budget.",
     )
     # ---- identity decision
+    template: bool = Field(
+        True,
+        description="When the vote names nobody after min_votes faces, search the track's template (the "
+        "quality-weighted mean of its face vectors) as one face and name it by the single-face rule "
+        "(index.rec_threshold and index.margin). Names tracks with one poor face among a few good ones sooner; "
+        "off: the vote alone decides.",
+    )
     min_score: float | None = Field(
         None,
         ge=-1.0,

@@ -20,6 +20,11 @@ unknown) has ``min_votes`` observations and a share exceeding the name's by ``re
 The tally is cumulative over the whole track, so a few bad frames cannot withdraw a name that
 many good ones gave, and a decision cannot flap back and forth on alternating noise.
 
+A track the vote leaves unnamed after ``min_votes`` faces may still be named by its *template*
+(:func:`with_template`): the quality-weighted mean of its face vectors, searched as one face and
+named by the single-face rule. One poor face among three keeps the vote at ``thin_evidence``,
+while the mean of the three still sits close to the person's gallery faces.
+
 Everything here is pure: frozen values in, frozen values out.
 """
 
@@ -31,12 +36,12 @@ from types import MappingProxyType
 from typing import Literal
 
 from streamd.tracking.config import TrackingSettings
-from streamd.types import Match
+from streamd.types import Decision, Match
 
 Outcome = Literal["known", "unknown", "tie"]
 
 #: Why a decision came out as it did.
-REASONS = ("agreed", "no_evidence", "thin_evidence", "mostly_unknown", "tie", "kept")
+REASONS = ("agreed", "no_evidence", "thin_evidence", "mostly_unknown", "tie", "kept", "template")
 
 
 @dataclass(frozen=True)
@@ -212,6 +217,22 @@ def decide(t: Tally, previous: TrackDecision | None, rules: DecisionRules) -> Tr
     if previous is None or not previous.known or candidate.label == previous.label:
         return candidate
     return _revised_or_kept(t, previous, candidate, rules)
+
+
+def with_template(vote: TrackDecision, template: Decision | None, faces: int, rules: DecisionRules) -> TrackDecision:
+    """The vote's decision or, when it names nobody, the template's name ("vote, else template").
+
+    ``template`` is the single-face decision (:func:`streamd.index.decision.decide`) of the track's
+    template vector, ``faces`` the number of faces averaged into it. The template only speaks for
+    a track with at least ``min_votes`` faces whose vote is ``unknown``; a tie between two names
+    stays a tie (a look-alike is the case where an average is least to be trusted).
+    """
+    if vote.outcome != "unknown" or template is None or template.label is None or faces < rules.min_votes:
+        return vote
+    return TrackDecision(
+        "known", template.label, template.score, template.margin, faces, vote.observations, "template",
+        vote.runner_up if vote.runner_up != template.label else None,
+    )
 
 
 def _ranked(t: Tally) -> list[tuple[str, Votes]]:

@@ -34,6 +34,10 @@ and, from any thread, when people leave the gallery (an index hot reload)::
   time; different cameras' managers are independent. Calling ``update`` again without
   ``observe`` links the previous sample on boxes alone (its events come with the next observe).
 
+- ``search`` (optional) searches the index for one vector: a track the vote leaves unnamed after
+  ``min_votes`` faces is then named by its template when the template passes the single-face
+  rule (``rec_threshold``, ``margin``; see :func:`~streamd.tracking.identity.with_template`).
+
 - ``forget_labels`` may be called from any thread (the index reloader's): the labels wait in a
   pending set that the next ``update`` or ``observe`` applies on the worker's thread. Every open
   track's votes for them are dropped; a track named as one of them is withdrawn (its decision
@@ -61,7 +65,8 @@ from streamd.snapshots import SnapshotStore
 from streamd.tracking.config import TrackingSettings
 from streamd.tracking.events import TrackEvents, TrackState
 from streamd.tracking.geometry import Polygon, Regions, box_size
-from streamd.tracking.identity import DecisionRules, Observation, clearly_unknown, decide, face_weight
+from streamd.index.decision import decide as decide_face
+from streamd.tracking.identity import DecisionRules, Observation, clearly_unknown, decide, face_weight, with_template
 from streamd.tracking.tracker import Association, EmbedRequest, FaceTracker, Track, TrackUpdate
 from streamd.types import Face, Frame, IdentityEvent, Match
 
@@ -83,6 +88,8 @@ class TrackManager:
         *,
         rec_threshold: float,
         same_person_threshold: float,
+        margin: float = 0.02,
+        search: Callable[[np.ndarray], Sequence[Match]] | None = None,
         zones: Mapping[str, Polygon] | None = None,
         masks: Sequence[Polygon] = (),
         snapshots: SnapshotStore | None = None,
@@ -92,6 +99,10 @@ class TrackManager:
         self.camera = camera
         self.settings = settings
         self.rules = DecisionRules.from_settings(settings, rec_threshold)
+        self.rec_threshold = rec_threshold
+        self.margin = margin
+        # The index search for track templates (None: templates are never searched).
+        self._search = search if settings.template else None
         self._clearly_unknown_below = settings.clearly_unknown_threshold(self.rules.min_score)
         self.tracker = FaceTracker(
             camera, settings, same_person_threshold=same_person_threshold, regions=Regions(camera, zones, masks)
@@ -228,6 +239,12 @@ class TrackManager:
         track = u.track
         track.tally = track.tally.add(obs, self.rules)
         track.decision = decide(track.tally, track.decision, self.rules)
+        if self._search is not None and not track.decision.known and track.embeds >= self.rules.min_votes:
+            template = track.template()
+            if template is not None:
+                # Searched now, on the index in use now (a reload swaps it before forget_labels).
+                found = decide_face(self._search(template), self.rec_threshold, self.margin)
+                track.decision = with_template(track.decision, found, track.embeds, self.rules)
         track.clearly_unknown = clearly_unknown(track.tally, self.rules, self._clearly_unknown_below)
 
     def _snapshot(self, frame: Frame, u: TrackUpdate, quality: float | None) -> None:

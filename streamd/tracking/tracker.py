@@ -78,6 +78,9 @@ class Track:
         self.hits = 1
         #: Running mean of the face vectors (L2-normalised), or None before the first embedding.
         self.feature: np.ndarray | None = None
+        #: Sum of the face vectors weighted by face weight (size x quality): the track's template
+        #: once normalised (see :meth:`template`), or None before the first embedding.
+        self.template_sum: np.ndarray | None = None
         #: Zones the centre has entered, in order of first entry.
         self.zones: list[str] = []
         self.embeds = 0
@@ -102,6 +105,10 @@ class Track:
     @property
     def identified(self) -> bool:
         return self.decision is not None and self.decision.known
+
+    def template(self) -> np.ndarray | None:
+        """The quality-weighted mean of the track's face vectors, L2-normalised (None before the first)."""
+        return None if self.template_sum is None else _normalised(self.template_sum)
 
     def predict(self, ts: float) -> Box:
         """The box expected at time ``ts`` (constant velocity of the centre, size unchanged)."""
@@ -508,11 +515,13 @@ class FaceTracker:
         else:
             m = self.settings.feature_momentum
             track.feature = _normalised(m * track.feature + (1.0 - m) * vector)
+        weight = face_weight(box_size(face.box), quality, self.settings.full_weight_face_px)
+        weighted = max(weight, 1e-6) * vector
+        track.template_sum = weighted if track.template_sum is None else track.template_sum + weighted
         track.embeds += 1
         if not track.identified:
             track.uncertain_embeds += 1
         track.samples_since_embed = 0
-        weight = face_weight(box_size(face.box), quality, self.settings.full_weight_face_px)
         track.best_embed_weight = max(track.best_embed_weight, weight)
 
 
