@@ -559,7 +559,7 @@ def load_settings(path: Path | str | None = None, overrides: dict[str, Any] | No
     """
     data: dict[str, Any] = read_yaml(Path(path)) if path else {}
     if overrides:
-        data = _deep_merge(data, overrides)
+        data = deep_merge(data, overrides)
     source = str(path) if path else "config"
     try:
         settings = Settings(**data)
@@ -587,11 +587,12 @@ def _apply_pipeline(settings: Settings, data: dict[str, Any], path: Path | None,
     return settings_from_pipeline(pipeline, settings, keep_index=(data.get("index") or {}).keys())
 
 
-def _deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+def deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    """``base`` with ``extra`` merged in, nested dicts key by key (``extra`` wins)."""
     out = dict(base)
     for key, value in extra.items():
         if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = _deep_merge(out[key], value)
+            out[key] = deep_merge(out[key], value)
         else:
             out[key] = value
     return out

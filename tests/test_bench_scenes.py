@@ -323,3 +323,12 @@ def test_the_command_prints_a_consistent_table_for_a_tiny_handoff(tmp_path: Path
     assert len(f["times_to_identify"]) <= f["named"]
     assert f["samples"] > 0 and f["embedded"] <= f["detected"]
     assert f["tracks"] >= 1 and f["detected"] > 0
+
+
+def test_set_overrides_become_one_nested_settings_dict():
+    from streamd.bench.scenes_run import parse_overrides
+
+    # given / when
+    out = parse_overrides(["tracking.embed_budget=12", "engine.quality.min_blur_var=3.5", "tracking.template=false"])
+    # then
+    assert out == {"tracking": {"embed_budget": 12, "template": False}, "engine": {"quality": {"min_blur_var": 3.5}}}

@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 import click
+import yaml
 
 from streamd.bench.pipeline import DEFAULT_RECOGNISER, RECOGNISERS, engine_settings, shared_dir
 from streamd.bench.scenes import DIFFICULTIES, FAMILIES, NORMAL, Difficulty, Role, SceneClip, Stranger
@@ -203,11 +204,21 @@ def recognise_clip(
     from streamd.tracking.manager import TrackManager
 
     metrics = Metrics()
-    # As RecognitionPipeline.add_camera builds a camera's tracker. Trees from before the tracker's
-    # same-person gate (the baseline this benchmark compares with) have no such argument.
-    gate = {"same_person_threshold": engine.same_person_threshold} if hasattr(engine, "same_person_threshold") else {}
+    # As RecognitionPipeline.add_camera builds a camera's tracker: the same-person gate, and the
+    # index search for track templates. Trees from before them (the baseline this benchmark
+    # compares with) have no such arguments.
+    extra: dict[str, Any] = {}
+    if hasattr(engine, "same_person_threshold"):
+        topk = settings.index.rec_topk
+
+        def search(vector: Any) -> Any:
+            library = holder.get()
+            return library.search(vector.reshape(1, -1).astype("float32"), topk)[0] if library is not None else []
+
+        extra = {"same_person_threshold": engine.same_person_threshold, "margin": settings.index.margin,
+                 "search": search}
     manager = TrackManager(camera, settings.tracking, rec_threshold=resolve_threshold(settings.index.rec_threshold,
-                                                                                       engine), metrics=metrics, **gate)
+                                                                                       engine), metrics=metrics, **extra)
     # As App.from_settings: regions only where the detector can detect crops.
     planner = RegionPlanner(settings.pipeline.region_detection) if supports_regions(engine.detector) else None
     recognition = CameraRecognition(camera, manager, QualityGate(settings.engine.quality), metrics, planner)
@@ -260,6 +271,21 @@ def table(score: SceneScore) -> list[str]:
     return [f"  {name:<{width}}  {value}" for name, value in rows]
 
 
+def parse_overrides(items: Sequence[str]) -> dict[str, Any]:
+    """``KEY=VALUE`` items (dotted keys, YAML values) as one nested settings dict."""
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise click.BadParameter(f"{item!r} is not KEY=VALUE", param_hint="--set")
+        *parents, leaf = key.strip().split(".")
+        node = out
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = yaml.safe_load(value)
+    return out
+
+
 def _commit() -> str | None:
     """The checkout's commit, when run from one (the figures say what code they measured)."""
     try:
@@ -304,12 +330,16 @@ def _commit() -> str | None:
               help="hard: some faces near the quality gate's minimum, dim uneven light, motion blur on fast walkers, "
                    "turned heads, stronger compression, hand-offs before and after the last walker left, and "
                    "look-alike strangers chosen with the benchmarked engine; normal: the families as first made.")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+              help="Run with a daemon setting changed (dotted key, YAML value), e.g. --set tracking.embed_budget=12 "
+                   "or --set engine.quality.min_blur_var=3; repeatable. Choose defaults this way on --half tune, "
+                   "never on the half they are reported on.")
 @click.option("--json", "json_out", type=click.Path(path_type=Path, dir_okay=False),
               help="Also write every figure to this JSON file.")
 def command(
     family: str, engine: str, recogniser: str, models_dir: Path | None, faces_dir: Path | None, work_dir: Path,
     half: str, seed: int, pool: int, people: int | None, sample_fps: float, gop: int, difficulty: str,
-    json_out: Path | None,
+    overrides: tuple[str, ...], json_out: Path | None,
 ) -> None:
     """Name carrying and time to identify on scenes made to provoke it (no pacing, deterministic)."""
     from streamd.bench.scenes import load_truth
@@ -317,7 +347,9 @@ def command(
     from streamd.index.holder import IndexHolder
     from streamd.index.library import FeatureLibrary
     from streamd.pipeline.recognition import single_threaded_search
-    from streamd.settings import Settings
+    from pydantic import ValidationError
+
+    from streamd.settings import Settings, deep_merge
 
     echo = click.echo
     models_dir = models_dir or (shared_dir() / "models")
@@ -326,8 +358,12 @@ def command(
         raise click.UsageError(f"--faces-dir {faces_dir}: no identities/ folder of face photos there")
     families = FAMILIES if family == "all" else (family,)
     eng = engine_settings(engine, models_dir if engine == "onnx" else None, recogniser, work_dir)
-    settings = Settings(engine=eng, index={"dir": str(work_dir), "watch": False}, mqtt={"enabled": False},
-                        http={"enabled": False}, cameras=[])
+    base = {"engine": eng, "index": {"dir": str(work_dir), "watch": False}, "mqtt": {"enabled": False},
+            "http": {"enabled": False}, "cameras": []}
+    try:
+        settings = Settings(**deep_merge(base, parse_overrides(overrides)))
+    except ValidationError as err:
+        raise click.UsageError(f"--set: {err}") from None
     face_engine = FaceEngine.from_settings(settings.engine)
     started = time.monotonic()
     level = DIFFICULTIES[difficulty]
@@ -343,6 +379,8 @@ def command(
     echo(f"engine {described}; difficulty {level.name}; cast: {pool} people of the {half} half of "
          f"{faces_dir / 'identities'} (seed {seed}); {sample_fps:g} samples/s, GOP {gop}, crf {level.crf}, "
          f"region detection as the daemon's default; commit {commit or '?'}")
+    if overrides:
+        echo("settings changed for this run: " + ", ".join(overrides))
     if strangers:
         close = [x for x in strangers if x.lookalike]
         echo(f"never-enrolled people: {len(close)} of {len(strangers)} look-alikes (best similarity to an enrolled "
@@ -350,7 +388,8 @@ def command(
     out: dict[str, Any] = {"engine": engine, "recogniser": recogniser if engine == "onnx" else None, "half": half,
                            "seed": seed, "pool": pool, "people": people, "sample_fps": sample_fps, "gop": gop,
                            "difficulty": level.name, "difficulty_settings": asdict(level),
-                           "strangers": [asdict(x) for x in strangers], "commit": commit, "families": {}}
+                           "strangers": [asdict(x) for x in strangers], "commit": commit,
+                           "overrides": list(overrides), "families": {}}
     scores = []
     for name in families:
         clip = load_truth(truths[name])
