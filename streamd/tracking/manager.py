@@ -60,12 +60,12 @@ from typing import NamedTuple
 import numpy as np
 
 from streamd.faces.look import FaceLook
+from streamd.index.decision import decide as decide_face
 from streamd.metrics import Metrics
 from streamd.snapshots import SnapshotStore
 from streamd.tracking.config import TrackingSettings
 from streamd.tracking.events import TrackEvents, TrackState
 from streamd.tracking.geometry import Polygon, Regions, box_size
-from streamd.index.decision import decide as decide_face
 from streamd.tracking.identity import DecisionRules, Observation, clearly_unknown, decide, face_weight, with_template
 from streamd.tracking.tracker import Association, EmbedRequest, FaceTracker, Track, TrackUpdate
 from streamd.types import Face, Frame, IdentityEvent, Match
