@@ -348,12 +348,12 @@ def test_faces_that_failed_the_quality_gate_are_tracked_but_never_requested():
     ],
 )
 def test_embed_reason_table(identified, uncertain_embeds, since, weight, best, expected):
-    # given a track in some embedding state (defaults: K=10, budget=8, ratio=1.3)
+    # given a track in some embedding state (K=10, budget=8, ratio=1.3)
     track = Track("uid", (0, 0, 100, 100), 0.0, 0)
     track.decision = known("alex") if identified else None
     track.uncertain_embeds, track.samples_since_embed, track.best_embed_weight = uncertain_embeds, since, best
     # when / then
-    assert embed_reason(track, weight, TrackingSettings()) == expected
+    assert embed_reason(track, weight, TrackingSettings(recheck_every=10, embed_budget=8, better_face_ratio=1.3)) == expected
 
 
 def test_time_going_backwards_ends_every_track():

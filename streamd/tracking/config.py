@@ -128,11 +128,11 @@ class TrackingSettings(BaseModel):
         "quality) is at least this many times the best weight embedded so far. Lower embeds more often.",
     )
     embed_budget: int = Field(
-        8,
+        12,
         ge=1,
         description="Samples in a row an unidentified (unknown or tie) track is embedded; after that it is "
         "re-checked like an identified one (every recheck_every samples, or on a clearly better face). "
-        "Enrolled people are named after 3-4 embeddings (min_votes 3), so 8 leaves room for a bad start; "
+        "Enrolled people are named after 3-4 embeddings (min_votes 3), so 12 leaves room for a bad start; "
         "higher names hard faces a little more often but spends embedding time on people who are not "
         "enrolled.",
     )
