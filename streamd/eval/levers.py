@@ -581,6 +581,58 @@ def _fmt_t(t: float) -> str:
     return f"{t:7.4f}" if math.isfinite(t) else "   -inf"
 
 
+@dataclass(frozen=True)
+class Study:
+    """What `eval levers` and `eval tracks` both start from: embedders, detectors, halves, cache key."""
+
+    names: list[str]
+    halves: dict[str, dict[str, list[Path]]]
+    embedders: dict[str, Any]
+    yunet: Any
+    scrfd: Any
+    #: Identifies the detections in the feature caches (both commands share them).
+    det_key: str
+    max_pixels: int = 50_000_000
+
+
+def open_study(
+    root: Path, embedder_names: str, cache_dir: Path, *, foamliu_model: Path | None, mobileface_model: Path | None,
+    yunet_model: Path | None, scrfd_model: Path | None,
+) -> Study:
+    """Check the embedder names and model files, load the detectors and embedders, split ``root`` in halves."""
+    from streamd.faces.onnx_engine import ScrfdDetector, YuNetDetector
+
+    names = [n.strip() for n in embedder_names.split(",") if n.strip()]
+    unknown_names = [n for n in names if n not in EMBEDDERS]
+    if unknown_names or not names:
+        raise click.BadParameter(
+            f"{unknown_names or embedder_names!r}: use {', '.join(EMBEDDERS)}", param_hint="--embedders"
+        )
+    given = {"foamliu": foamliu_model, "mobileface": mobileface_model}
+    models = {n: _model_path(n, given.get(n)) for n in names}
+    for n, p in models.items():
+        if p is not None and not p.is_file():
+            hint = " (make it: streamd models convert MODEL_DIR OUT.onnx)" if n == "mobileface" else ""
+            raise StreamdError(f"{p}: model of embedder {n} not found{hint}")
+    yunet_path = yunet_model or dev_models_dir() / DEV_MODEL_FILES["yunet"]
+    scrfd_path = scrfd_model or dev_models_dir() / DEV_MODEL_FILES["scrfd_500m"]
+    for p in (yunet_path, scrfd_path):
+        if not Path(p).is_file():
+            raise StreamdError(f"{p}: detector model not found (--yunet-model / --scrfd-model)")
+    people = list_people(root)
+    det_key = json.dumps({"yunet": file_sha256(Path(yunet_path)), "scrfd": file_sha256(Path(scrfd_path)),
+                          "min_iou": SCRFD_MIN_IOU, "yunet_threshold": 0.6, "input": 640})
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    return Study(
+        names=names,
+        halves={h: select_people(people, h) for h in ("tune", "report")},
+        embedders={n: _Embedder(n, models[n], EMBEDDERS[n][2], EMBEDDERS[n][3]) for n in names},
+        yunet=YuNetDetector(Path(yunet_path)),
+        scrfd=ScrfdDetector(Path(scrfd_path)),
+        det_key=det_key,
+    )
+
+
 @click.command("levers")
 @click.option(
     "--root", type=click.Path(path_type=Path, file_okay=False), default=Path("../shared/data/faces/identities"),
@@ -629,36 +681,12 @@ def command(root: Path, embedder_names: str, foamliu_model: Path | None, mobilef
     figures are the report half's at that threshold, with the known probes each lever gains and
     loses against its embedder's baseline (McNemar's exact p).
     """
-    from streamd.faces.onnx_engine import ScrfdDetector, YuNetDetector
 
-    names = [n.strip() for n in embedder_names.split(",") if n.strip()]
-    unknown_names = [n for n in names if n not in EMBEDDERS]
-    if unknown_names or not names:
-        raise click.BadParameter(
-            f"{unknown_names or embedder_names!r}: use {', '.join(EMBEDDERS)}", param_hint="--embedders"
-        )
+    study = open_study(root, embedder_names, cache_dir, foamliu_model=foamliu_model,
+                       mobileface_model=mobileface_model, yunet_model=yunet_model, scrfd_model=scrfd_model)
+    names, halves, embedders = study.names, study.halves, study.embedders
+    yunet, scrfd, det_key, max_pixels = study.yunet, study.scrfd, study.det_key, study.max_pixels
     seed_list = _parse_seeds(seeds)
-    given = {"foamliu": foamliu_model, "mobileface": mobileface_model}
-    models = {n: _model_path(n, given.get(n)) for n in names}
-    for n, p in models.items():
-        if p is not None and not p.is_file():
-            hint = " (make it: streamd models convert MODEL_DIR OUT.onnx)" if n == "mobileface" else ""
-            raise StreamdError(f"{p}: model of embedder {n} not found{hint}")
-    yunet_path = yunet_model or dev_models_dir() / DEV_MODEL_FILES["yunet"]
-    scrfd_path = scrfd_model or dev_models_dir() / DEV_MODEL_FILES["scrfd_500m"]
-    for p in (yunet_path, scrfd_path):
-        if not Path(p).is_file():
-            raise StreamdError(f"{p}: detector model not found (--yunet-model / --scrfd-model)")
-
-    people = list_people(root)
-    halves = {h: select_people(people, h) for h in ("tune", "report")}
-    yunet = YuNetDetector(Path(yunet_path))
-    scrfd = ScrfdDetector(Path(scrfd_path))
-    embedders = {n: _Embedder(n, models[n], EMBEDDERS[n][2], EMBEDDERS[n][3]) for n in names}
-    det_key = json.dumps({"yunet": file_sha256(Path(yunet_path)), "scrfd": file_sha256(Path(scrfd_path)),
-                          "min_iou": SCRFD_MIN_IOU, "yunet_threshold": 0.6, "input": 640})
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    max_pixels = 50_000_000
 
     splits = {
         (h, s): split_people(halves[h], enrol=enrol, probes=probes, unknown_share=unknown_share, seed=s)

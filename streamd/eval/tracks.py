@@ -43,7 +43,6 @@ after `eval levers` only embeds the images that command never needed.
 
 from __future__ import annotations
 
-import json
 import math
 import statistics
 from collections.abc import Callable, Sequence
@@ -56,21 +55,17 @@ import numpy as np
 
 from streamd.errors import StreamdError
 from streamd.eval.features import pct, write_json
-from streamd.eval.ident import Split, list_people, split_people
+from streamd.eval.ident import Split, split_people
 from streamd.eval.levers import (
     EMBEDDERS,
-    SCRFD_MIN_IOU,
     Features,
     Figures,
-    _Embedder,
-    _model_path,
     _parse_seeds,
     compute_features,
+    open_study,
     paired,
     time_costs,
 )
-from streamd.eval.split import select_people
-from streamd.faces.modelfile import DEV_MODEL_FILES, dev_models_dir, file_sha256
 from streamd.faces.vectors import l2_normalise
 from streamd.index.decision import decide as decide_face
 from streamd.tracking.config import TrackingSettings
@@ -490,34 +485,15 @@ def command(root: Path, embedder_names: str, pair_text: str, foamliu_model: Path
     Tracks are K real photos of one person; thresholds are chosen on the tuning half (at most
     --max-unknown-named of the stranger tracks named) and figures are the report half's.
     """
-    from streamd.faces.onnx_engine import ScrfdDetector, YuNetDetector
 
-    names = [n.strip() for n in embedder_names.split(",") if n.strip()]
-    bad = [n for n in names if n not in EMBEDDERS]
-    if bad or not names:
-        raise click.BadParameter(f"{bad or embedder_names!r}: use {', '.join(EMBEDDERS)}", param_hint="--embedders")
+    # The same study set-up (and detection key) as `eval levers`, so that the caches are shared.
+    study = open_study(root, embedder_names, cache_dir, foamliu_model=foamliu_model,
+                       mobileface_model=mobileface_model, yunet_model=yunet_model, scrfd_model=scrfd_model)
+    names, halves, embedders = study.names, study.halves, study.embedders
+    yunet, scrfd, det_key, max_pixels = study.yunet, study.scrfd, study.det_key, study.max_pixels
     pairs = _parse_pairs(pair_text, names)
     ks = _parse_ks(ks_text)
     seed_list = _parse_seeds(seeds)
-    given = {"foamliu": foamliu_model, "mobileface": mobileface_model}
-    models = {n: _model_path(n, given.get(n)) for n in names}
-    for n, p in models.items():
-        if p is not None and not p.is_file():
-            hint = " (make it: streamd models convert MODEL_DIR OUT.onnx)" if n == "mobileface" else ""
-            raise StreamdError(f"{p}: model of embedder {n} not found{hint}")
-    yunet_path = yunet_model or dev_models_dir() / DEV_MODEL_FILES["yunet"]
-    scrfd_path = scrfd_model or dev_models_dir() / DEV_MODEL_FILES["scrfd_500m"]
-    for p in (yunet_path, scrfd_path):
-        if not Path(p).is_file():
-            raise StreamdError(f"{p}: detector model not found (--yunet-model / --scrfd-model)")
-
-    people = list_people(root)
-    halves = {h: select_people(people, h) for h in ("tune", "report")}
-    # The same detection key as `eval levers`, so that its caches are reused (and it reuses ours).
-    det_key = json.dumps({"yunet": file_sha256(Path(yunet_path)), "scrfd": file_sha256(Path(scrfd_path)),
-                          "min_iou": SCRFD_MIN_IOU, "yunet_threshold": 0.6, "input": 640})
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    max_pixels = 50_000_000
     splits = {
         (h, s, k): split_people(halves[h], enrol=enrol, probes=k, unknown_share=unknown_share, seed=s)
         for h in halves for s in seed_list for k in ks
@@ -527,9 +503,6 @@ def command(root: Path, embedder_names: str, pair_text: str, foamliu_model: Path
         for imgs in split.gallery.values():
             needed.update(dict.fromkeys(imgs))
         needed.update(dict.fromkeys(p for _, p in split.known_probes + split.unknown_probes))
-    yunet = YuNetDetector(Path(yunet_path))
-    scrfd = ScrfdDetector(Path(scrfd_path))
-    embedders = {n: _Embedder(n, models[n], EMBEDDERS[n][2], EMBEDDERS[n][3]) for n in names}
     feats = compute_features(list(needed), embedders, yunet, scrfd, cache_dir, det_key, max_pixels)
     vectors = {n: feats.vectors(n, "yunet", False) for n in names}
 
