@@ -208,6 +208,18 @@ DetectorSettings = Annotated[
 # --------------------------------------------------------------------------- embedders
 
 
+def same_person_field(default: float) -> Any:
+    """The ``same_person_threshold`` setting of an embedder whose calibrated gate is ``default``."""
+    return Field(
+        default,
+        ge=-1.0,
+        le=1.0,
+        description="The tracker's same-person gate for this model (tracking.min_similarity unset): the cosine "
+        "similarity that photos of different people reach at most 0.1 % of the time (`streamd eval gate`). "
+        "Calibrate it again for another model.",
+    )
+
+
 class DlibEmbedderSettings(StrictModel):
     """dlib's 128-d ResNet (``face_recognition_models``), aligned with 5 landmarks."""
 
@@ -248,14 +260,7 @@ class OnnxEmbedderSettings(StrictModel):
         "about 96 % of known faces named, under 2 % of strangers named). Lower names more people "
         "but also more strangers.",
     )
-    same_person_threshold: float = Field(
-        ONNX_SAME_PERSON_THRESHOLD,
-        ge=-1.0,
-        le=1.0,
-        description="The tracker's same-person gate for this model (tracking.min_similarity unset): the cosine "
-        "similarity that photos of different people reach at most 0.1 % of the time (`streamd eval gate`). "
-        "Calibrate it again for another model.",
-    )
+    same_person_threshold: float = same_person_field(ONNX_SAME_PERSON_THRESHOLD)
     threads: int = Field(1, ge=0, description="Intra-op threads (0 = library default).")
     batch_size: int | None = Field(
         None,
@@ -288,14 +293,7 @@ class PaddlexEmbedderSettings(PaddleRuntimeSettings):
         le=1.0,
         description="Cosine similarity this model is calibrated for; used when index.rec_threshold is unset.",
     )
-    same_person_threshold: float = Field(
-        PADDLE_SAME_PERSON_THRESHOLD,
-        ge=-1.0,
-        le=1.0,
-        description="The tracker's same-person gate for this model (tracking.min_similarity unset): the cosine "
-        "similarity that photos of different people reach at most 0.1 % of the time (`streamd eval gate`). "
-        "Calibrate it again for another model.",
-    )
+    same_person_threshold: float = same_person_field(PADDLE_SAME_PERSON_THRESHOLD)
 
     @field_validator("model_name")
     @classmethod
@@ -332,14 +330,7 @@ class PaddleEmbedderSettings(PaddleRuntimeSettings):
         le=1.0,
         description="Cosine similarity this model is calibrated for; used when index.rec_threshold is unset.",
     )
-    same_person_threshold: float = Field(
-        PADDLE_SAME_PERSON_THRESHOLD,
-        ge=-1.0,
-        le=1.0,
-        description="The tracker's same-person gate for this model (tracking.min_similarity unset): the cosine "
-        "similarity that photos of different people reach at most 0.1 % of the time (`streamd eval gate`). "
-        "Calibrate it again for another model.",
-    )
+    same_person_threshold: float = same_person_field(PADDLE_SAME_PERSON_THRESHOLD)
 
 
 EmbedderSettings = Annotated[
