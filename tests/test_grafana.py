@@ -181,6 +181,7 @@ def test_queries_of_per_camera_metrics_filter_by_the_camera_variable():
         "streamd_index_vectors",
         "streamd_index_generation",
         "streamd_index_reloads_total",
+        "streamd_track_splits_total",
         "process_cpu_seconds_total",
         "process_resident_memory_bytes",
     ],
