@@ -633,6 +633,26 @@ def open_study(
     )
 
 
+def study_model_options(func: Any) -> Any:
+    """The model-file options `eval levers` and `eval tracks` share (their caches are keyed by them)."""
+    options = [
+        click.option("--foamliu-model", type=click.Path(path_type=Path, dir_okay=False), default=None,
+                     help="foamliu MobileFaceNet .onnx (default: "
+                          "../shared/models/mobilefacenet_foamliu/MobileFaceNet.onnx)."),
+        click.option("--mobileface-model", type=click.Path(path_type=Path, dir_okay=False), default=None,
+                     help="Paddle MobileFace converted to ONNX (default /tmp/mobileface.onnx; make it with "
+                          "`streamd models convert ../shared/models/mobileface_v1.0_infer /tmp/mobileface.onnx`)."),
+        click.option("--yunet-model", type=click.Path(path_type=Path, dir_okay=False), default=None,
+                     help="YuNet .onnx (default: the one in ../shared/models)."),
+        click.option("--scrfd-model", type=click.Path(path_type=Path, dir_okay=False), default=None,
+                     help="SCRFD .onnx whose landmarks the scrfd variants align with (default: det_500m in "
+                          "../shared/models); part of the feature caches' key."),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
 @click.command("levers")
 @click.option(
     "--root", type=click.Path(path_type=Path, file_okay=False), default=Path("../shared/data/faces/identities"),
@@ -642,15 +662,7 @@ def open_study(
     "--embedders", "embedder_names", default="foamliu,mobileface", show_default=True,
     help=f"Comma-separated embedders to measure, of: {', '.join(EMBEDDERS)} (dlib is slow: ~0.1 s per chip).",
 )
-@click.option("--foamliu-model", type=click.Path(path_type=Path, dir_okay=False), default=None,
-              help="foamliu MobileFaceNet .onnx (default: ../shared/models/mobilefacenet_foamliu/MobileFaceNet.onnx).")
-@click.option("--mobileface-model", type=click.Path(path_type=Path, dir_okay=False), default=None,
-              help="Paddle MobileFace converted to ONNX (default /tmp/mobileface.onnx; make it with "
-                   "`streamd models convert ../shared/models/mobileface_v1.0_infer /tmp/mobileface.onnx`).")
-@click.option("--yunet-model", type=click.Path(path_type=Path, dir_okay=False), default=None,
-              help="YuNet .onnx (default: the one in ../shared/models).")
-@click.option("--scrfd-model", type=click.Path(path_type=Path, dir_okay=False), default=None,
-              help="SCRFD .onnx whose landmarks the scrfd levers align with (default: det_500m in ../shared/models).")
+@study_model_options
 @click.option("--enrol", type=click.IntRange(min=1), default=2, show_default=True,
               help="Images enrolled per known person.")
 @click.option("--probes", type=click.IntRange(min=0), default=3, show_default=True,

@@ -64,6 +64,7 @@ from streamd.eval.levers import (
     compute_features,
     open_study,
     paired,
+    study_model_options,
     time_costs,
 )
 from streamd.faces.vectors import l2_normalise
@@ -445,16 +446,7 @@ def _parse_ks(text: str) -> list[int]:
 @click.option("--pairs", "pair_text", default=DEFAULT_PAIRS, show_default=True,
               help="Second-opinion pairs FIRST+SECOND: FIRST votes on every face, SECOND only on tracks FIRST "
                    "leaves unnamed ('' = none).")
-@click.option("--foamliu-model", type=click.Path(path_type=Path, dir_okay=False), default=None,
-              help="foamliu MobileFaceNet .onnx (default: the one in ../shared/models).")
-@click.option("--mobileface-model", type=click.Path(path_type=Path, dir_okay=False), default=None,
-              help="Paddle MobileFace converted to ONNX (default /tmp/mobileface.onnx; make it with "
-                   "`streamd models convert ../shared/models/mobileface_v1.0_infer /tmp/mobileface.onnx`).")
-@click.option("--yunet-model", type=click.Path(path_type=Path, dir_okay=False), default=None,
-              help="YuNet .onnx (default: the one in ../shared/models).")
-@click.option("--scrfd-model", type=click.Path(path_type=Path, dir_okay=False), default=None,
-              help="SCRFD .onnx (default: det_500m in ../shared/models); only part of the cache key shared with "
-                   "`eval levers`, whose caches hold its landmarks too.")
+@study_model_options
 @click.option("--track-faces", "ks_text", default="3,5", show_default=True,
               help="Track lengths K to measure (embedded faces per track), comma-separated.")
 @click.option("--enrol", type=click.IntRange(min=1), default=2, show_default=True,
