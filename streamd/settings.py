@@ -41,7 +41,8 @@ class StrictModel(BaseModel):
 
 
 class DlibDetectorSettings(StrictModel):
-    """dlib's detectors with its 5-point shape predictor (extra ``dlib``)."""
+    """dlib's detectors with its 5-point shape predictor (extra ``dlib``). Weights: dlib's models from the
+    ``face_recognition_models`` package (CC0), so the default engine works offline."""
 
     type: Literal["dlib"] = "dlib"
     model: Literal["hog", "cnn"] = Field(
@@ -77,7 +78,8 @@ class DlibDetectorSettings(StrictModel):
 
 
 class OnnxDetectorSettings(StrictModel):
-    """YuNet (through onnxruntime or ``cv2.FaceDetectorYN``) or SCRFD (through onnxruntime) with 5 landmarks."""
+    """YuNet (through onnxruntime or ``cv2.FaceDetectorYN``) or SCRFD (through onnxruntime) with 5 landmarks.
+    Weights: YuNet is MIT (``streamd models fetch onnx``); SCRFD's are for non-commercial research only."""
 
     type: Literal["onnx"] = "onnx"
     model: Literal["yunet", "scrfd"] = Field(
@@ -221,7 +223,8 @@ def same_person_field(default: float) -> Any:
 
 
 class DlibEmbedderSettings(StrictModel):
-    """dlib's 128-d ResNet (``face_recognition_models``), aligned with 5 landmarks."""
+    """dlib's 128-d ResNet (``face_recognition_models``, CC0), aligned with 5 landmarks: the offline default.
+    The onnx embedder is more accurate and far cheaper (docs/accuracy.md; ``streamd models fetch onnx``)."""
 
     type: Literal["dlib"] = "dlib"
     num_jitters: int = Field(
@@ -236,7 +239,9 @@ class DlibEmbedderSettings(StrictModel):
 
 
 class OnnxEmbedderSettings(StrictModel):
-    """Any ArcFace-style 112x112 recogniser ([N,3,112,112] -> [N,D]) through onnxruntime."""
+    """Any ArcFace-style 112x112 recogniser ([N,3,112,112] -> [N,D]) through onnxruntime. Weights are yours to
+    choose: foamliu's MobileFaceNet (``streamd models fetch onnx``) is Apache-2.0 but trained on MS-Celeb-1M,
+    whose terms are research-only; the insightface/PaddlePaddle MobileFace is for non-commercial research."""
 
     type: Literal["onnx"] = "onnx"
     model_path: Path = Field(
