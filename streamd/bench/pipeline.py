@@ -48,6 +48,15 @@ def shared_dir() -> Path:
     return Path.cwd().parent / "shared"
 
 
+def data_dirs(models_dir: Path | None, faces_dir: Path | None) -> tuple[Path, Path]:
+    """The models and face-data folders a benchmark uses (default: ../shared's), checked for identities/."""
+    models_dir = models_dir or (shared_dir() / "models")
+    faces_dir = faces_dir or (shared_dir() / "data" / "faces")
+    if not (faces_dir / "identities").is_dir():
+        raise click.UsageError(f"--faces-dir {faces_dir}: no identities/ folder of face photos there")
+    return models_dir, faces_dir
+
+
 #: Recognisers the onnx engine is benchmarked with, by ``--recogniser``: the folder in
 #: ``--models-dir`` and the embedder settings (preprocessing) of each.
 RECOGNISERS: dict[str, tuple[str, dict[str, Any]]] = {
@@ -279,10 +288,7 @@ def command(
 ) -> None:
     """Capacity, latency, time to identify and accuracy of the stream pipeline (real time, real faces)."""
     echo = click.echo
-    models_dir = models_dir or (shared_dir() / "models")
-    faces_dir = faces_dir or (shared_dir() / "data" / "faces")
-    if not (faces_dir / "identities").is_dir():
-        raise click.UsageError(f"--faces-dir {faces_dir}: no identities/ folder of face photos there")
+    models_dir, faces_dir = data_dirs(models_dir, faces_dir)
     eng = engine_settings(engine, models_dir if engine == "onnx" else None, recogniser, work_dir)
     index_dir, truths = prepare(eng, faces_dir, work_dir, clips=clips, seconds=clip_seconds, gop=gop, seed=seed,
                                 echo=echo, half=half)

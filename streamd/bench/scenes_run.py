@@ -35,7 +35,7 @@ from typing import Any
 import click
 import yaml
 
-from streamd.bench.pipeline import DEFAULT_RECOGNISER, RECOGNISERS, engine_settings, shared_dir
+from streamd.bench.pipeline import DEFAULT_RECOGNISER, RECOGNISERS, data_dirs, engine_settings
 from streamd.bench.scenes import DIFFICULTIES, FAMILIES, NORMAL, Difficulty, Role, SceneClip, Stranger
 from streamd.bench.scoring import SampleRecord, SceneScore, ShownTrack, merge_scores, score_samples
 from streamd.eval.split import HALVES
@@ -209,14 +209,12 @@ def recognise_clip(
     # compares with) have no such arguments.
     extra: dict[str, Any] = {}
     if hasattr(engine, "same_person_threshold"):
-        topk = settings.index.rec_topk
+        import functools
 
-        def search(vector: Any) -> Any:
-            library = holder.get()
-            return library.search(vector.reshape(1, -1).astype("float32"), topk)[0] if library is not None else []
+        from streamd.pipeline.recognition import search_one
 
         extra = {"same_person_threshold": engine.same_person_threshold, "margin": settings.index.margin,
-                 "search": search}
+                 "search": functools.partial(search_one, holder, settings.index.rec_topk)}
     manager = TrackManager(camera, settings.tracking, rec_threshold=resolve_threshold(settings.index.rec_threshold,
                                                                                        engine), metrics=metrics, **extra)
     # As App.from_settings: regions only where the detector can detect crops.
@@ -346,16 +344,13 @@ def command(
     from streamd.faces.engine import FaceEngine
     from streamd.index.holder import IndexHolder
     from streamd.index.library import FeatureLibrary
-    from streamd.pipeline.recognition import single_threaded_search
     from pydantic import ValidationError
 
+    from streamd.pipeline.recognition import single_threaded_search
     from streamd.settings import Settings, deep_merge
 
     echo = click.echo
-    models_dir = models_dir or (shared_dir() / "models")
-    faces_dir = faces_dir or (shared_dir() / "data" / "faces")
-    if not (faces_dir / "identities").is_dir():
-        raise click.UsageError(f"--faces-dir {faces_dir}: no identities/ folder of face photos there")
+    models_dir, faces_dir = data_dirs(models_dir, faces_dir)
     families = FAMILIES if family == "all" else (family,)
     eng = engine_settings(engine, models_dir if engine == "onnx" else None, recogniser, work_dir)
     base = {"engine": eng, "index": {"dir": str(work_dir), "watch": False}, "mqtt": {"enabled": False},

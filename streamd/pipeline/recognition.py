@@ -17,6 +17,7 @@ TrackManager; a camera is processed by one worker at a time.
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
@@ -131,7 +132,7 @@ class RecognitionPipeline:
             rec_threshold=self.rec_threshold,
             same_person_threshold=self.same_person_threshold,
             margin=self.margin,
-            search=self._search_one,
+            search=functools.partial(search_one, self.holder, self.topk),
             zones=zones,
             masks=masks,
             snapshots=self.snapshots,
@@ -141,13 +142,6 @@ class RecognitionPipeline:
         self._cameras[name] = CameraRecognition(name, manager, self.gate, self.metrics, planner)
         self.scheduler.add(name, queue)
         return queue
-
-    def _search_one(self, vector: np.ndarray) -> list[Match]:
-        """The index's top matches for one vector (a track's template), on the index in use now."""
-        library = self.holder.get()
-        if library is None:
-            return []
-        return library.search(np.asarray(vector, dtype=np.float32).reshape(1, -1), self.topk)[0]
 
     def remove_camera(self, name: str, timeout: float = 10.0) -> bool:
         """Forget a camera whose source was stopped (its queue closed), once its `end` events are out.
@@ -247,6 +241,14 @@ class RecognitionPipeline:
                     sink(event)
                 except Exception:  # one broken output must not stop the others or the frames
                     log.exception("recognition: event sink %r failed on %s", sink, event.event_id)
+
+
+def search_one(holder: IndexHolder, topk: int, vector: np.ndarray) -> list[Match]:
+    """The index's top ``topk`` matches for one vector (a track's template), on the index in use now."""
+    library = holder.get()
+    if library is None:
+        return []
+    return library.search(np.asarray(vector, dtype=np.float32).reshape(1, -1), topk)[0]
 
 
 def single_threaded_search() -> None:
